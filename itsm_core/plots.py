@@ -1,0 +1,100 @@
+"""Plots for the reports (matplotlib/seaborn). Each function returns a Figure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def metric_with_ci(board: pd.DataFrame, metric: str = "ndcg@10", by: str = "model",
+                   title: str | None = None) -> plt.Figure:
+    """Horizontal bars of ``metric`` per model with 95 % CI whiskers, one panel per data set."""
+    datasets = list(dict.fromkeys(board["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 0.5 * (
+        board.groupby("dataset").size().max() + 2)), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sub = board[board["dataset"] == ds].sort_values(metric)
+        v = sub[metric].to_numpy(dtype=float)
+        lo = sub[f"{metric}_ci_low"].to_numpy(dtype=float)
+        hi = sub[f"{metric}_ci_high"].to_numpy(dtype=float)
+        colors = ["#999999" if k == "lexical" else "#3b75af" for k in sub["model_kind"]]
+        ax.barh(sub[by].astype(str), v, xerr=np.vstack([v - lo, hi - v]), color=colors,
+                capsize=3)
+        ax.set_title(f"{ds}: {metric}")
+        ax.set_xlim(0, min(1.0, np.nanmax(hi) * 1.15 if len(hi) else 1.0))
+    fig.suptitle(title or f"{metric} with 95% bootstrap CI (grey = lexical baseline)")
+    fig.tight_layout()
+    return fig
+
+
+def roc_pr_curves(pairs_by_model: dict[str, pd.DataFrame], title: str = "") -> plt.Figure:
+    """ROC and precision–recall curves of the test pair set, one line per model."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, pairs in pairs_by_model.items():
+        p = pairs.dropna(subset=["label"])
+        y, s = p["label"].astype(int).to_numpy(), p["score"].to_numpy()
+        fpr, tpr, _ = roc_curve(y, s)
+        prec, rec, _ = precision_recall_curve(y, s)
+        ax1.plot(fpr, tpr, label=name)
+        ax2.plot(rec, prec, label=name)
+    ax1.plot([0, 1], [0, 1], "k:", lw=1)
+    ax1.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    ax2.set(xlabel="recall", ylabel="precision", title="precision–recall")
+    ax1.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def score_distributions(pairs_by_model: dict[str, pd.DataFrame], title: str = "") -> plt.Figure:
+    """Score histograms of relevant vs non-relevant test pairs per model, by band."""
+    n = len(pairs_by_model)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
+    for ax, (name, pairs) in zip(axes[0], pairs_by_model.items()):
+        p = pairs.dropna(subset=["label"]).copy()
+        p["pair"] = np.where(p["label"] == 1, "relevant", "not relevant")
+        sns.histplot(data=p, x="score", hue="pair", element="step", stat="density",
+                     common_norm=False, ax=ax, bins=30)
+        ax.set_title(name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def by_dimension(dims_by_model: dict[str, dict], metric: str = "ndcg@10",
+                 title: str = "") -> plt.Figure:
+    """``metric`` per Matryoshka dimension (dense models only)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, dims in dims_by_model.items():
+        pts = sorted((int(d), v[metric]) for d, v in dims.items() if d.isdigit())
+        if len(pts) > 1:
+            ax.plot([d for d, _ in pts], [v for _, v in pts], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="embedding dimension (truncated)", ylabel=metric, title=title or metric)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def by_category(cats_by_model: dict[str, Sequence[dict]], metric_label: str = "ndcg@10",
+                title: str = "") -> plt.Figure:
+    """Mean per-query metric by query category (n in the tick labels)."""
+    rows = [{"model": m, "category": f"{r['group']} (n={r['n']})", "mean": r["mean"]}
+            for m, recs in cats_by_model.items() for r in recs]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(rows), 8) / max(len(cats_by_model), 1)
+                                    + 2))
+    if rows:
+        sns.barplot(data=pd.DataFrame(rows), y="category", x="mean", hue="model", ax=ax)
+    ax.set(xlabel=metric_label, ylabel="", title=title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,119 @@
+"""Reports: run a numbered notebook with papermill and export it to HTML (nbconvert).
+
+Notebooks only call functions from this package; everything they show is loaded here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from itsm_core.config import LEADERBOARD_CSV, NOTEBOOKS_DIR, REPORTS_DIR
+from itsm_core.errors import ItsmError
+from itsm_core.io import atomic_write_text
+from itsm_core.results import format_with_ci, latest_per_model, read_leaderboard
+
+
+def run_report(notebook: str, parameters: dict[str, Any], *, output: str | Path | None = None,
+               name: str | None = None, kernel: str | None = None,
+               notebooks_dir: Path = NOTEBOOKS_DIR, reports_dir: Path = REPORTS_DIR) -> Path:
+    """Execute ``notebooks/<notebook>.ipynb`` with ``parameters``; write ``reports/<name>.html``.
+
+    The executed notebook is kept beside the HTML under ``reports/executed/`` for
+    debugging. Code cells are hidden in the HTML (they only call itsm_core).
+    """
+    import nbformat
+    import papermill as pm
+    from nbconvert import HTMLExporter
+
+    src = notebooks_dir / f"{notebook}.ipynb"
+    if not src.exists():
+        raise ItsmError("notebook not found", where=str(src),
+                        fix=f"choose one of {sorted(p.stem for p in notebooks_dir.glob('*.ipynb'))}")
+    name = name or notebook
+    html_path = Path(output) if output else reports_dir / f"{name}.html"
+    executed = reports_dir / "executed" / f"{name}.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    env_root = os.environ.get("ITSM_HOME")
+    pm.execute_notebook(str(src), str(executed), parameters=parameters,
+                        kernel_name=kernel, progress_bar=False,
+                        cwd=str(env_root or notebooks_dir))
+    nb = nbformat.read(executed, as_version=4)
+    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                           exclude_output_prompt=True).from_notebook_node(nb)
+    atomic_write_text(html_path, body)
+    return html_path
+
+
+def latest_runs(datasets: list[str] | None = None, models: list[str] | None = None,
+                leaderboard: str | Path | None = None, task: str = "evaluate") -> pd.DataFrame:
+    """Newest leaderboard row per (data set, model), filtered; empty → clear error."""
+    board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV), task=task)
+    if datasets:
+        board = board[board["dataset"].isin(datasets)]
+    if models:
+        board = board[board["model"].isin(models)]
+    if board.empty:
+        raise ItsmError("no evaluation runs to report", where=str(leaderboard or LEADERBOARD_CSV),
+                        fix="run `itsm benchmark` or `itsm evaluate` first")
+    return board.reset_index(drop=True)
+
+
+def leaderboard_table(board: pd.DataFrame) -> pd.DataFrame:
+    """Display table with CIs (see :func:`itsm_core.results.format_with_ci`)."""
+    return format_with_ci(board)
+
+
+def run_pairs(board: pd.DataFrame, dataset: str) -> dict[str, pd.DataFrame]:
+    """Scored test pairs (``pairs.csv``) of each run of one data set, keyed by model."""
+    out = {}
+    for r in board[board["dataset"] == dataset].itertuples():
+        p = Path(r.run_dir) / "pairs.csv"
+        if p.exists():
+            out[r.model] = pd.read_csv(p)
+    return out
+
+
+def run_json(board: pd.DataFrame, dataset: str, key: str) -> dict[str, Any]:
+    """One field of each run's metrics.json (e.g. ``dims``, ``per_category``) by model."""
+    out = {}
+    for r in board[board["dataset"] == dataset].itertuples():
+        p = Path(r.run_dir) / "metrics.json"
+        if p.exists():
+            val = json.loads(p.read_text(encoding="utf-8")).get(key)
+            if val:
+                out[r.model] = val
+    return out
+
+
+def baseline_comparison(board: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
+    """Per data set: each model's metric minus the best lexical baseline's."""
+    rows = []
+    for ds, sub in board.groupby("dataset"):
+        lex = sub[sub["model_kind"] == "lexical"]
+        if lex.empty:
+            continue
+        best = lex.loc[lex[metric].idxmax()]
+        for _, r in sub.iterrows():
+            rows.append({"dataset": ds, "model": r["model"], metric: r[metric],
+                         "best_baseline": best["model"],
+                         "delta_vs_baseline": r[metric] - best[metric]})
+    return pd.DataFrame(rows)
+
+
+def benchmark_table(board: pd.DataFrame) -> pd.DataFrame:
+    """Per data set: queries, corpus, pairs, split scheme and threshold source."""
+    rows = {}
+    for r in board.itertuples():
+        p = Path(r.run_dir) / "metrics.json"
+        if r.dataset in rows or not p.exists():
+            continue
+        b = json.loads(p.read_text(encoding="utf-8")).get("benchmark", {})
+        rows[r.dataset] = {k: b.get(k) for k in (
+            "relevance", "split", "split_scheme", "corpus", "n_queries", "n_corpus",
+            "n_test_pairs", "n_threshold_pairs", "threshold_source", "text_fields")}
+    return pd.DataFrame.from_dict(rows, orient="index")
