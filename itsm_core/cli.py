@@ -113,6 +113,7 @@ def evaluate_cmd(
     leaderboard: Annotated[bool, typer.Option(help="append a leaderboard row")] = True,
 ) -> None:
     """Evaluate one model with evaluate_v2; writes <out>/metrics.json and a leaderboard row."""
+    from itsm_core.config import LEADERBOARD_CSV
     from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
     from itsm_core.io import new_run_dir
 
@@ -126,7 +127,8 @@ def evaluate_cmd(
                           allow_label_leakage=allow_label_leakage)
     bench = build_benchmark(incidents, columns=columns, labels=_csv_list(labels), links=links,
                             text_fields=_csv_list(text_fields), config=cfg, encoding=encoding)
-    rec = evaluate_model(model, bench, out_dir, leaderboard=None if leaderboard else False)
+    rec = evaluate_model(model, bench, out_dir,
+                         leaderboard=LEADERBOARD_CSV if leaderboard else None)
     _print_record(rec)
     out.print(f"wrote {out_dir / 'metrics.json'}")
 

@@ -131,7 +131,7 @@ def build_it_tickets(raw_dir: Path = RAW_DIR, out_dir: Path = PROCESSED_DIR,
         "labelled": int(labelled.sum()),
         "labelled_rows_in_raw": len(pd.read_csv(lab_path, usecols=[0])),
         "labelled_rows_joined": n_joined,
-        "fine_classes": int(df.loc[labelled, ["category", "subcategory"]].drop_duplicates().shape[0]),
+        "fine_classes": len(df.loc[labelled, ["category", "subcategory"]].drop_duplicates()),
         "split": df["split"].value_counts().to_dict(),
         "split_labelled": df.loc[labelled, "split"].value_counts().to_dict(),
     }
@@ -206,6 +206,10 @@ def build_gitbugs_hadoop(raw_dir: Path = RAW_DIR, out_dir: Path = PROCESSED_DIR,
     counts = {
         "incidents": len(df),
         "links": len(links),
+        "authors_train_links": len(train_pairs),
+        "authors_test_links": len(test_pairs),
+        # the authors' files list some links in both (once per direction): kept in test
+        "authors_train_test_overlap": len(train_pairs & test_pairs),
         "links_split": links["split"].value_counts().to_dict(),
         "split": df["split"].value_counts().to_dict(),
     }

@@ -36,7 +36,7 @@ from sklearn.metrics import (
 )
 
 from itsm_core import metrics as M
-from itsm_core.config import BOOTSTRAP_RESAMPLES, CI_LEVEL, SEED
+from itsm_core.config import BOOTSTRAP_RESAMPLES, CI_LEVEL, LEADERBOARD_CSV, SEED
 from itsm_core.data import read_sidecar
 from itsm_core.errors import ItsmError
 from itsm_core.incidents import check_links_known, load_incidents, load_links
@@ -116,8 +116,10 @@ class Benchmark:
             "n_queries": len(self.query_ids), "n_corpus": len(self.corpus_ids),
             "n_test_pairs": int(self.test_pairs["label"].notna().sum()),
             "n_threshold_pairs": int(self.threshold_pairs["label"].notna().sum()),
-            "test_pair_bands": self.test_pairs.groupby(["label", "band"], dropna=False)
-            .size().rename(lambda k: f"{k}").to_dict() if len(self.test_pairs) else {},
+            "test_pair_bands": {
+                f"{'partial' if pd.isna(lab) else int(lab)}/{band}": int(n)
+                for (lab, band), n in self.test_pairs.groupby(
+                    ["label", "band"], dropna=False).size().items()},
             "threshold_source": self.threshold_source,
             "text_fields": self.config.text_fields,
             "max_chars_per_field": self.config.max_chars_per_field,
@@ -398,14 +400,14 @@ def evaluate_scorer(scorer: Scorer, bench: Benchmark, *, dims: list[int | None] 
 
 
 def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
-                   leaderboard: str | Path | None = None, scorer: Scorer | None = None
-                   ) -> dict[str, Any]:
+                   leaderboard: str | Path | None = LEADERBOARD_CSV,
+                   scorer: Scorer | None = None) -> dict[str, Any]:
     """Evaluate one model spec on a built benchmark and write the run.
 
     Writes ``out/metrics.json`` (shared results schema), ``out/per_query.csv`` and
-    ``out/pairs.csv`` (for paired comparisons and plots), and appends the leaderboard.
+    ``out/pairs.csv`` (for paired comparisons and plots), and appends a row to
+    ``leaderboard`` (None: no row).
     """
-    from itsm_core.config import LEADERBOARD_CSV
     from itsm_core.results import make_record, write_run
     from itsm_core.scoring import load_scorer
 
@@ -424,5 +426,5 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
         extra={"model_arg": str(model), "threshold": res.metrics.get("threshold")},
     )
     write_run(out, record, {"per_query": res.per_query, "pairs": res.pair_scores},
-              leaderboard=LEADERBOARD_CSV if leaderboard is None else leaderboard)
+              leaderboard=leaderboard)
     return record

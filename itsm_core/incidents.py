@@ -67,7 +67,13 @@ _FREE_TEXT_COLUMNS: tuple[str, ...] = ("short_description", "description", "reso
 PRESETS_DIR: Path = Path(__file__).resolve().parent / "presets"
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (
-    ".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".parquet"
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".json",
+    ".jsonl",
+    ".ndjson",
+    ".parquet",
 )
 
 _SPLIT_ALIASES: dict[str, str] = {
@@ -258,9 +264,7 @@ def _validate_mapping(data: Any, *, where: str) -> dict[str, str | list[str] | N
         )
     out: dict[str, str | list[str] | None] = {}
     for key, value in entries.items():
-        ok_list = (
-            isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)
-        )
+        ok_list = isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)
         if not (value is None or (isinstance(value, str) and value) or ok_list):
             raise ItsmError(
                 f"the mapping for {key!r} must be a header name, a non-empty list of "

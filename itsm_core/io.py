@@ -72,7 +72,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
-def atomic_write_df(path: str | Path, df) -> Path:  # noqa: ANN001 - pandas DataFrame
+def atomic_write_df(path: str | Path, df) -> Path:
     """Write a DataFrame (CSV or Parquet by suffix) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

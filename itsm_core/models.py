@@ -316,7 +316,9 @@ def load_sentence_transformer(spec: ModelSpec | str, device: str | None = None
                         fix="check the folder / hub id, or download the model first") from exc
     if spec.max_seq_length:
         model.max_seq_length = min(spec.max_seq_length, model.max_seq_length or 10**6)
-    dim = model.get_sentence_embedding_dimension() or spec.dim
+    get_dim = getattr(model, "get_embedding_dimension", None) or \
+        model.get_sentence_embedding_dimension
+    dim = get_dim() or spec.dim
     if spec.dim != dim:
         spec = replace(spec, dim=dim,
                        matryoshka_dims=spec.matryoshka_dims or tuple(

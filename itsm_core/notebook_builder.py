@@ -6,8 +6,6 @@ Keeping their source here makes their diffs reviewable; nbdime handles the .ipyn
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nbformat as nbf
 
 from itsm_core.config import NOTEBOOKS_DIR as NB_DIR

@@ -32,8 +32,8 @@ def run_report(notebook: str, parameters: dict[str, Any], *, output: str | Path 
 
     src = notebooks_dir / f"{notebook}.ipynb"
     if not src.exists():
-        raise ItsmError("notebook not found", where=str(src),
-                        fix=f"choose one of {sorted(p.stem for p in notebooks_dir.glob('*.ipynb'))}")
+        names = sorted(p.stem for p in notebooks_dir.glob("*.ipynb"))
+        raise ItsmError("notebook not found", where=str(src), fix=f"choose one of {names}")
     name = name or notebook
     html_path = Path(output) if output else reports_dir / f"{name}.html"
     executed = reports_dir / "executed" / f"{name}.ipynb"

@@ -18,6 +18,7 @@ from itsm_core.errors import ItsmError
 from itsm_core.models import ModelSpec, load_sentence_transformer
 
 logger = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 LEXICAL = ("tfidf", "bm25")
 

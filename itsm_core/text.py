@@ -107,11 +107,13 @@ _HTML_TAGS = (
     "|h[1-6]|head|hr|html|i|img|ins|li|link|meta|o:p|ol|p|pre|s|small|span|strike|strong"
     "|sub|sup|table|tbody|td|tfoot|th|thead|title|tr|tt|u|ul|wbr"
 )
-_BLOCK_TAG_RE = re.compile(r"</?(?:br|p|div|li|tr|h[1-6]|hr|blockquote|pre|ul|ol|table)\b[^<>]*>",
-                           re.IGNORECASE)
+_BLOCK_TAG_RE = re.compile(
+    r"</?(?:br|p|div|li|tr|h[1-6]|hr|blockquote|pre|ul|ol|table)\b[^<>]*>", re.IGNORECASE
+)
 _TAG_RE = re.compile(rf"</?(?:{_HTML_TAGS})(?:\s[^<>]*)?/?>", re.IGNORECASE)
-_DROP_BLOCK_RE = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>|<!--.*?-->",
-                            re.IGNORECASE | re.DOTALL)
+_DROP_BLOCK_RE = re.compile(
+    r"<(script|style)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL
+)
 _INVISIBLE_RE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
 _END_PUNCT = ".!?;:…"
 
@@ -218,7 +220,7 @@ def _strip_repeated_prefix(text: str, earlier: Sequence[str]) -> str:
                 continue
             c = candidate.casefold()
             if folded.startswith(c):
-                rest = text[len(candidate):]
+                rest = text[len(candidate) :]
                 if rest and rest[0].isalnum() and candidate[-1].isalnum():
                     continue  # "Print" is not a prefix of "Printer" in the word sense
                 rest = rest.lstrip(_END_PUNCT + " ,-–—")

@@ -240,7 +240,9 @@ def test_build_series_is_fast_enough_for_50k_rows() -> None:
     df = pd.DataFrame(
         {
             "short_description": [f"Printer {i % 500} jams" for i in range(n)],
-            "description": [f"Printer {i % 500} jams. Tray {i} <br>Sent from my iPhone" for i in range(n)],
+            "description": [
+                f"Printer {i % 500} jams. Tray {i} <br>Sent from my iPhone" for i in range(n)
+            ],
         }
     )
     start = time.perf_counter()
