@@ -12,7 +12,6 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
-export MPLBACKEND := Agg
 
 .PHONY: env setup test test-all pipeline data benchmark report leaderboard lint clean-env
 

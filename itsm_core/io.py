@@ -48,6 +48,12 @@ def _clean_nans(obj: Any) -> Any:
     return obj
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (temp file in the same folder + rename)."""
     path = Path(path)
@@ -58,6 +64,7 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -83,6 +90,7 @@ def atomic_write_df(path: str | Path, df) -> Path:
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -38,7 +38,7 @@ EVALUATE = notebook([
            "number has a 95 % bootstrap CI; TF-IDF and BM25 baselines sit beside the "
            "models. Built by `itsm report evaluate`; all logic lives in `itsm_core`."),
     ("params", ""),
-    ("code", "from IPython.display import Markdown, display\n\n"
+    ("code", "%matplotlib inline\n"
              "from itsm_core import plots, reports\n\n"
              "board = reports.latest_runs(\n"
              "    datasets=[d for d in datasets.split(',') if d] or None,\n"
@@ -67,9 +67,11 @@ EVALUATE = notebook([
     ("md", "## Benchmark definition of each run"),
     ("code", "reports.benchmark_table(board)"),
 ], params="# papermill parameters\n"
-          "models = ''  # comma-separated; empty = all evaluated models\n"
-          "datasets = 'it_tickets,gitbugs_hadoop'\n"
-          "leaderboard = ''  # path; empty = models/results/leaderboard.csv")
+          "# models: comma-separated model names; empty = every evaluated model\n"
+          'models = ""\n'
+          'datasets = "it_tickets,gitbugs_hadoop"\n'
+          "# leaderboard: CSV path; empty = models/results/leaderboard.csv\n"
+          'leaderboard = ""')
 
 NOTEBOOKS = {"04_evaluate_v2.ipynb": EVALUATE}
 

@@ -38,10 +38,17 @@ def run_report(notebook: str, parameters: dict[str, Any], *, output: str | Path 
     html_path = Path(output) if output else reports_dir / f"{name}.html"
     executed = reports_dir / "executed" / f"{name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    env_root = os.environ.get("ITSM_HOME")
-    pm.execute_notebook(str(src), str(executed), parameters=parameters,
-                        kernel_name=kernel, progress_bar=False,
-                        cwd=str(env_root or notebooks_dir))
+    # figures must render inline in the executed notebook whatever the caller's backend
+    old_backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        pm.execute_notebook(str(src), str(executed), parameters=parameters,
+                            kernel_name=kernel, progress_bar=False, cwd=str(notebooks_dir))
+    finally:
+        if old_backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = old_backend
     nb = nbformat.read(executed, as_version=4)
     body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                            exclude_output_prompt=True).from_notebook_node(nb)
