@@ -218,5 +218,51 @@ def report_evaluate(
     out.print(f"report -> {html}")
 
 
+# --- augment (owned by augment.py) ---
+@app.command("augment")
+@friendly
+def augment_cmd(
+    pairs: Annotated[Path, typer.Option(help="training pair file (Parquet)")],
+    out_path: Annotated[Path, typer.Option("--out", help="new pair file to write")],
+    expansion_factor: Annotated[float, typer.Option(
+        help="augmented copies per pair on average (0.5: half the pairs get one)")] = 1.0,
+    methods: Annotated[str, typer.Option(
+        help="comma-separated methods: deletion,swap,duplication")] =
+    "deletion,swap,duplication",
+    side: Annotated[str, typer.Option(help="text augmented: anchor, positive or both")] =
+    "anchor",
+    protect: Annotated[str | None, typer.Option(
+        help="comma-separated extra terms never changed (case-insensitive words)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+) -> None:
+    """Add augmented copies of TRAINING pairs (deletion, swap, duplication); never val/test."""
+    from itsm_core.augment import AugmentConfig, augment_pairs, balance_report
+    from itsm_core.pairs import read_pair_file, write_pair_file
+
+    if out_path.exists():
+        raise ItsmError("output file already exists; refusing to overwrite it",
+                        where=str(out_path), fix="pass a new --out path")
+    if not pairs.exists():
+        raise ItsmError("pair file not found", where=str(pairs), fix="check the --pairs path")
+    cfg = AugmentConfig(expansion_factor=expansion_factor, methods=tuple(_csv_list(methods)
+                        or ()), augment_side=side, seed=seed,
+                        protected_terms=tuple(_csv_list(protect) or ()))
+    before = read_pair_file(pairs)
+    after = augment_pairs(before, cfg)
+    rep = balance_report(before, after)
+    table = Table(title="class balance before / after augmentation")
+    for col in ("label", "n before", "share before", "n after", "share after"):
+        table.add_column(col, justify="right")
+    for r in rep.itertuples(index=False):
+        table.add_row(str(r.label), str(r.n_before), f"{r.share_before:.3f}", str(r.n_after),
+                      f"{r.share_after:.3f}")
+    out.print(table)
+    write_pair_file(after, out_path, after.attrs.get("meta", {}))
+    stats = after.attrs["meta"]["augmentation"]
+    out.print(f"added {stats['n_added']} augmented rows to {stats['n_original']} pairs "
+              f"({stats['n_dropped_identical']} identical copies dropped) -> {out_path}")
+# --- end augment ---
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

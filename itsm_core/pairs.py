@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -219,3 +220,395 @@ def _require_both(pairs: pd.DataFrame) -> None:
             fix="the split needs at least two incidents sharing a label and two that do "
             "not; use a larger file or split",
         )
+
+
+# ============================================================================ training
+
+
+PHASES = ("easy", "medium", "hard")
+PAIR_COLUMNS = ("anchor", "positive", "negative", "anchor_id", "positive_id", "negative_id",
+                "label", "phase", "source", "negative_source", "lexical_pos", "lexical_neg")
+
+
+@dataclass
+class TrainPairConfig:
+    """How training pairs are generated (stored verbatim in the pair file's metadata).
+
+    Attributes:
+        labels: label hierarchy; positives share the *full* label (fine label).
+        use_topic_group: also pair unlabelled training tickets sharing ``topic_group``
+            (a weaker signal; off by default).
+        positives_per_anchor: same-label partners drawn per anchor.
+        hard_positives_per_anchor: extra partners chosen as the *lowest* word overlap
+            among ``hard_positive_pool`` random same-label candidates (cross-lexical hard
+            positives: the model cannot rely on shared words).
+        negatives: ``tfidf`` (TF-IDF cosine band), ``embedding`` (sentence-transformers
+            ``mine_hard_negatives`` with a base model), ``both`` or ``none``.
+        tfidf_band: TF-IDF cosine band for hard negatives (the seed's 0.3–0.5).
+        mining_model: model spec for embedding mining (``negatives`` = embedding/both).
+        phase_shares: share of pairs in easy / medium / hard by difficulty rank.
+        min_words: texts with fewer words are dropped (pair validation reports them).
+    """
+
+    labels: list[str] = field(default_factory=lambda: ["category", "subcategory"])
+    use_topic_group: bool = False
+    positives_per_anchor: int = 2
+    hard_positives_per_anchor: int = 1
+    hard_positive_pool: int = 8
+    negatives: str = "tfidf"
+    tfidf_band: tuple[float, float] = (0.3, 0.5)
+    mining_model: str = "minilm"
+    phase_shares: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+    min_words: int = 3
+    max_anchors: int | None = None
+    seed: int = SEED
+
+
+def _train_frame(df: pd.DataFrame, texts: pd.Series, cfg: TrainPairConfig) -> pd.DataFrame:
+    """Training-split incidents with a usable fine label (or links) and enough words."""
+    if "split" not in df.columns:
+        raise ItsmError("incidents have no split column; training pairs need one so that "
+                        "validation and test incidents stay out of training",
+                        fix="build the data with `itsm data build` or add a split column")
+    tr = df[df["split"] == "train"].copy()
+    tr["text"] = texts.loc[tr["number"]].to_numpy()
+    tr = tr[tr["text"].str.split().str.len() >= cfg.min_words]
+    return tr
+
+
+def _fine_key(tr: pd.DataFrame, labels: list[str]) -> pd.Series:
+    lab = tr[labels].astype("string")
+    ok = lab.notna().all(axis=1)
+    key = lab.fillna("").agg("\x1f".join, axis=1)
+    return key.where(ok)
+
+
+def _label_positives(tr: pd.DataFrame, key: pd.Series, cfg: TrainPairConfig,
+                     rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    ids = tr["number"].to_numpy()
+    toks = {n: token_set(t) for n, t in zip(ids, tr["text"])}
+    groups = {k: g.to_numpy() for k, g in tr["number"].groupby(key.to_numpy()) if len(g) > 1}
+    anchors = [n for n, k in zip(ids, key) if isinstance(k, str) and k in groups]
+    if cfg.max_anchors:
+        anchors = list(rng.permutation(anchors)[: cfg.max_anchors])
+    key_of = dict(zip(ids, key))
+    for a in anchors:
+        members = groups[key_of[a]]
+        others = members[members != a]
+        for b in rng.choice(others, size=min(cfg.positives_per_anchor, len(others)),
+                            replace=False):
+            rows.append((a, b, "same_label"))
+        if cfg.hard_positives_per_anchor:
+            pool = rng.choice(others, size=min(cfg.hard_positive_pool, len(others)),
+                              replace=False)
+            ranked = sorted(pool, key=lambda b, a=a: jaccard(toks[a], toks[b]))
+            for b in ranked[: cfg.hard_positives_per_anchor]:
+                rows.append((a, b, "hard_positive"))
+    return pd.DataFrame(rows, columns=["anchor_id", "positive_id", "source"])
+
+
+def _link_positives(tr_ids: set[str], links: pd.DataFrame) -> pd.DataFrame:
+    tl = links[links["split"] == "train"] if "split" in links.columns else links
+    rows = []
+    for a, b in zip(tl["a"], tl["b"]):
+        if a in tr_ids and b in tr_ids:
+            rows += [(a, b, "link"), (b, a, "link")]
+    return pd.DataFrame(rows, columns=["anchor_id", "positive_id", "source"])
+
+
+def _tfidf_negatives(tr: pd.DataFrame, key: pd.Series, anchors: Sequence[str],
+                     band: tuple[float, float], rng: np.random.Generator,
+                     linked: set[tuple[str, str]] | None = None) -> dict[str, tuple[str, str]]:
+    """One negative per anchor: TF-IDF cosine inside ``band``, never the same fine label."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    ids = tr["number"].to_numpy()
+    pos = {n: i for i, n in enumerate(ids)}
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32)
+    X = vec.fit_transform(tr["text"])
+    keys = key.to_numpy()
+    out: dict[str, tuple[str, str]] = {}
+    uniq = list(dict.fromkeys(anchors))
+    for start in range(0, len(uniq), 512):
+        chunk = uniq[start:start + 512]
+        rows = np.array([pos[a] for a in chunk])
+        sims = (X[rows] @ X.T).toarray()
+        for r, a in zip(rows, chunk):
+            s = sims[np.where(rows == r)[0][0]]
+            bad = (keys == keys[r]) if isinstance(keys[r], str) else np.zeros(len(ids), bool)
+            bad[r] = True
+            if linked:
+                bad |= np.array([(a, n) in linked for n in ids])
+            in_band = np.where((s >= band[0]) & (s < band[1]) & ~bad)[0]
+            if len(in_band):
+                out[a] = (ids[rng.choice(in_band)], "tfidf_band")
+            else:  # nothing in the band: the most similar allowed text below it
+                allowed = np.where(~bad & (s < band[1]))[0]
+                if len(allowed):
+                    out[a] = (ids[allowed[np.argmax(s[allowed])]], "tfidf_below_band")
+    return out
+
+
+def _embedding_negatives(tr: pd.DataFrame, key: pd.Series, pairs: pd.DataFrame,
+                         model_spec: str, n_candidates: int = 8
+                         ) -> dict[tuple[str, str], tuple[str, str]]:
+    """Negatives mined with sentence-transformers ``mine_hard_negatives``.
+
+    False-negative guard: of the mined candidates (top ranks skipped, margin to the
+    positive enforced by the library), the first one that does NOT share the anchor's
+    fine label is used; candidates of the same label are discarded.
+    """
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    from itsm_core.models import load_sentence_transformer
+
+    model, _ = load_sentence_transformer(model_spec)
+    text_of = dict(zip(tr["number"], tr["text"]))
+    key_of = dict(zip(tr["text"], key))
+    id_of = dict(zip(tr["text"], tr["number"]))
+    ds = Dataset.from_dict({"anchor": [text_of[a] for a in pairs["anchor_id"]],
+                            "positive": [text_of[p] for p in pairs["positive_id"]]})
+    mined = mine_hard_negatives(ds, model, corpus=list(tr["text"]), num_negatives=n_candidates,
+                                range_min=2, relative_margin=0.05, sampling_strategy="top",
+                                output_format="n-tuple", batch_size=64, verbose=False)
+    neg_cols = [c for c in mined.column_names if c.startswith("negative")]
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for row in mined:
+        anchor_key = key_of.get(row["anchor"])
+        for c in neg_cols:
+            cand = row[c]
+            if cand and (anchor_key is None or key_of.get(cand) != anchor_key):
+                out[(id_of[row["anchor"]], id_of[row["positive"]])] = (id_of[cand], "embedding")
+                break
+    return out
+
+
+def assign_phases(lexical_pos: np.ndarray, lexical_neg: np.ndarray,
+                  shares: tuple[float, float, float]) -> np.ndarray:
+    """Curriculum phase per pair from word overlap alone (no model involved).
+
+    Difficulty = mean of (1 - rank of positive overlap) and (rank of negative overlap):
+    a positive sharing few words and a negative sharing many is hard. Pairs without a
+    negative use the positive term only. The ``shares`` of lowest / middle / highest
+    difficulty become easy / medium / hard.
+    """
+    n = len(lexical_pos)
+    if n == 0:
+        return np.array([], dtype=object)
+    rank = pd.Series(lexical_pos).rank(pct=True).to_numpy()
+    diff = 1.0 - rank
+    has_neg = ~np.isnan(lexical_neg)
+    if has_neg.any():
+        neg_rank = pd.Series(lexical_neg[has_neg]).rank(pct=True).to_numpy()
+        diff[has_neg] = (diff[has_neg] + neg_rank) / 2
+    order = pd.Series(diff).rank(method="first", pct=True).to_numpy()
+    c1, c2 = shares[0], shares[0] + shares[1]
+    return np.where(order <= c1, "easy", np.where(order <= c2, "medium", "hard")).astype(object)
+
+
+def generate_training_pairs(df: pd.DataFrame, texts: pd.Series, cfg: TrainPairConfig | None = None,
+                            links: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Training pairs (anchor, positive, negative) from the TRAINING split only.
+
+    Positives come from the relevance signal (same fine label, or explicit training
+    links) — never from an embedding score. Negatives come from a TF-IDF band and/or
+    embedding mining, and never share the anchor's fine label (false-negative guard).
+    Each pair gets a curriculum ``phase`` from its lexical difficulty and a ``label``
+    (integer fine-class id of the anchor) used for label-aware in-batch negatives.
+    """
+    cfg = cfg or TrainPairConfig()
+    rng = np.random.default_rng(cfg.seed)
+    tr = _train_frame(df, texts, cfg)
+    if links is not None:
+        key = pd.Series(np.nan, index=tr.index, dtype=object)
+        pos = _link_positives(set(tr["number"]), links)
+        linked = set(zip(links["a"], links["b"])) | set(zip(links["b"], links["a"]))
+    else:
+        key = _fine_key(tr, cfg.labels)
+        if cfg.use_topic_group and "topic_group" in tr.columns:
+            key = key.fillna("topic:" + tr["topic_group"].astype("string")).where(
+                key.notna() | tr["topic_group"].notna())
+        pos = _label_positives(tr, key, cfg, rng)
+        linked = None
+    pos = pos.drop_duplicates(["anchor_id", "positive_id"]).reset_index(drop=True)
+    if pos.empty:
+        raise ItsmError("no positive training pairs could be formed from the train split",
+                        fix="check the labels / links and that the train split has at least "
+                        "two incidents per label")
+    text_of = dict(zip(tr["number"], tr["text"]))
+    key_of = dict(zip(tr["number"], key))
+    pos["anchor"] = pos["anchor_id"].map(text_of)
+    pos["positive"] = pos["positive_id"].map(text_of)
+    pos["negative_id"] = None
+    pos["negative_source"] = None
+    if cfg.negatives in ("tfidf", "both"):
+        negs = _tfidf_negatives(tr, key, pos["anchor_id"].tolist(), cfg.tfidf_band, rng, linked)
+        pos["negative_id"] = pos["anchor_id"].map(lambda a: negs.get(a, (None, None))[0])
+        pos["negative_source"] = pos["anchor_id"].map(lambda a: negs.get(a, (None, None))[1])
+    if cfg.negatives in ("embedding", "both"):
+        mined = _embedding_negatives(tr, key, pos, cfg.mining_model)
+        take = np.ones(len(pos), bool) if cfg.negatives == "embedding" else (
+            rng.random(len(pos)) < 0.5)
+        for i, (a, p) in enumerate(zip(pos["anchor_id"], pos["positive_id"])):
+            if take[i] and (a, p) in mined:
+                pos.iat[i, pos.columns.get_loc("negative_id")] = mined[(a, p)][0]
+                pos.iat[i, pos.columns.get_loc("negative_source")] = mined[(a, p)][1]
+    elif cfg.negatives not in ("tfidf", "none"):
+        raise ItsmError(f"unknown negative strategy {cfg.negatives!r}",
+                        fix="use tfidf, embedding, both or none")
+    pos["negative"] = pos["negative_id"].map(lambda n: text_of.get(n) if n else None)
+    pos["lexical_pos"] = lexical_scores(pos["anchor"], pos["positive"])
+    has_neg = pos["negative"].notna().to_numpy()
+    lex_neg = np.full(len(pos), np.nan, dtype=np.float32)
+    if has_neg.any():
+        lex_neg[has_neg] = lexical_scores(pos.loc[has_neg, "anchor"], pos.loc[has_neg, "negative"])
+    pos["lexical_neg"] = lex_neg
+    if "topic_group" in tr.columns and links is None:
+        tg = dict(zip(tr["number"], tr["topic_group"]))
+        cross = pos["anchor_id"].map(tg) != pos["positive_id"].map(tg)
+        pos.loc[cross & (pos["source"] == "same_label"), "source"] = "cross_category"
+    pos["phase"] = assign_phases(pos["lexical_pos"].to_numpy(), lex_neg, cfg.phase_shares)
+    classes = {k: i for i, k in enumerate(sorted({str(k) for k in key_of.values()
+                                                   if isinstance(k, str)}))}
+    if links is not None:  # each link component is its own class
+        pos["label"] = pd.factorize(pos[["anchor_id", "positive_id"]].apply(
+            lambda r: min(r), axis=1))[0]
+    else:
+        pos["label"] = pos["anchor_id"].map(lambda a: classes.get(key_of.get(a), -1)).astype(int)
+    out = pos[list(PAIR_COLUMNS)].reset_index(drop=True)
+    n_classes = len(classes) if links is None else int(out["label"].nunique())
+    out.attrs["meta"] = {"config": asdict(cfg), "n_train_incidents": len(tr),
+                         "n_classes": n_classes}
+    return out
+
+
+def order_by_curriculum(pairs: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
+    """Rows shuffled within each phase, phases in easy → medium → hard order."""
+    parts = [pairs[pairs["phase"] == p].sample(frac=1.0, random_state=seed) for p in PHASES]
+    return pd.concat(parts, ignore_index=True)
+
+
+@dataclass
+class PairQualityReport:
+    """Outcome of :func:`validate_pairs`; ``errors`` block training, ``warnings`` inform."""
+
+    counts: dict[str, int]
+    errors: list[str]
+    warnings: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate_pairs(pairs: pd.DataFrame, incidents: pd.DataFrame,
+                   labels: Sequence[str] | None = ("category", "subcategory"),
+                   min_words: int = 3, near_duplicate: float = 0.9) -> PairQualityReport:
+    """Check a training-pair table before it is used.
+
+    Errors: a validation/test incident inside a pair (leakage across splits), a positive
+    whose fine label differs from the anchor's, a negative sharing the anchor's fine
+    label. Warnings (counted): exact duplicate pairs, identical anchor/positive texts,
+    near-duplicates (word Jaccard ≥ ``near_duplicate``), empty or too-short texts.
+    """
+    errors, warnings = [], []
+    split_of = incidents.set_index("number")["split"] if "split" in incidents.columns else None
+    ids = pd.concat([pairs["anchor_id"], pairs["positive_id"],
+                     pairs["negative_id"].dropna()]).astype(str)
+    counts: dict[str, int] = {"pairs": len(pairs),
+                              "with_negative": int(pairs["negative"].notna().sum())}
+    if split_of is not None:
+        unknown = set(ids) - set(split_of.index)
+        if unknown:
+            errors.append(f"{len(unknown)} pair incidents are not in the incidents file")
+        held = [n for n in set(ids) & set(split_of.index) if split_of[n] != "train"]
+        counts["heldout_incidents_in_pairs"] = len(held)
+        if held:
+            errors.append(f"leakage: {len(held)} validation/test incidents appear in training "
+                          f"pairs (e.g. {sorted(held)[:5]})")
+    else:
+        errors.append("incidents have no split column: leakage cannot be checked")
+    dup = pairs.duplicated(["anchor_id", "positive_id", "negative_id"])
+    counts["exact_duplicate_pairs"] = int(dup.sum())
+    same = (pairs["anchor"].str.strip().str.lower() == pairs["positive"].str.strip().str.lower())
+    counts["identical_texts"] = int(same.sum())
+    near = pairs["lexical_pos"] >= near_duplicate if "lexical_pos" in pairs else same
+    counts["near_duplicates"] = int((near & ~same).sum())
+    short = pd.concat([pairs["anchor"], pairs["positive"], pairs["negative"].dropna()]
+                      ).fillna("").str.split().str.len() < min_words
+    counts["too_short_texts"] = int(short.sum())
+    for name in ("exact_duplicate_pairs", "identical_texts", "near_duplicates",
+                 "too_short_texts"):
+        if counts[name]:
+            warnings.append(f"{counts[name]} {name.replace('_', ' ')}")
+    if labels:
+        lab = incidents.set_index("number")[list(labels)].astype("string")
+        full = lab.notna().all(axis=1)
+        key = lab.fillna("").agg("\x1f".join, axis=1).where(full)
+        ka, kp = pairs["anchor_id"].map(key), pairs["positive_id"].map(key)
+        kn = pairs["negative_id"].map(key)
+        conflict_pos = ka.notna() & kp.notna() & (ka != kp) & (pairs["source"] != "link")
+        conflict_neg = ka.notna() & kn.notna() & (ka == kn)
+        counts["positive_label_conflicts"] = int(conflict_pos.sum())
+        counts["negative_label_conflicts"] = int(conflict_neg.sum())
+        if conflict_pos.any():
+            errors.append(f"{int(conflict_pos.sum())} positives do not share the anchor's label")
+        if conflict_neg.any():
+            errors.append(f"{int(conflict_neg.sum())} negatives share the anchor's label "
+                          "(false negatives)")
+    for col in ("phase", "source", "negative_source"):
+        if col in pairs:
+            for k, v in pairs[col].fillna("none").value_counts().items():
+                counts[f"{col}:{k}"] = int(v)
+    return PairQualityReport(counts=counts, errors=errors, warnings=warnings)
+
+
+def write_pair_file(pairs: pd.DataFrame, path: str | Path, meta: dict | None = None) -> Path:
+    """Write pairs as Parquet plus ``<name>.meta.json`` (parameters, counts), atomically.
+
+    Refuses to overwrite an existing file: every generation is a new file.
+    """
+    from itsm_core.io import atomic_write_df, atomic_write_json
+
+    path = Path(path)
+    if path.suffix != ".parquet":
+        raise ItsmError("pair files are Parquet", where=str(path), fix="use a .parquet name")
+    if path.exists():
+        raise ItsmError("pair file already exists; refusing to overwrite", where=str(path),
+                        fix="choose a new --out file name")
+    missing = [c for c in ("anchor", "positive", "label", "phase") if c not in pairs.columns]
+    if missing:
+        raise ItsmError(f"pair table lacks columns {missing}", where=str(path))
+    full_meta = {**pairs.attrs.get("meta", {}), **(meta or {})}
+    full_meta.setdefault("counts", {})
+    full_meta["counts"].update({
+        "pairs": len(pairs),
+        "phase": pairs["phase"].value_counts().to_dict(),
+        "source": pairs["source"].value_counts().to_dict() if "source" in pairs else {},
+        "with_negative": int(pairs["negative"].notna().sum()) if "negative" in pairs else 0,
+    })
+    atomic_write_df(path, pairs)
+    atomic_write_json(path.with_suffix(".meta.json"), full_meta)
+    return path
+
+
+def read_pair_file(path: str | Path) -> pd.DataFrame:
+    """Read a pair file written by :func:`write_pair_file` (metadata in ``attrs['meta']``)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise ItsmError("pair file not found", where=str(path), fix="run `itsm pairs` first")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
+        raise ItsmError(f"not a readable Parquet pair file ({exc})", where=str(path),
+                        fix="regenerate it with `itsm pairs`") from exc
+    meta_path = path.with_suffix(".meta.json")
+    df.attrs["meta"] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    return df

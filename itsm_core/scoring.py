@@ -133,8 +133,11 @@ class DenseScorer:
     kind = "dense"
 
     def __init__(self, spec: ModelSpec | str, batch_size: int = 64,
-                 show_progress: bool = True, device: str | None = None):
-        self.model, self.spec = load_sentence_transformer(spec, device=device)
+                 show_progress: bool = True, device: str | None = None, model=None):
+        if model is None:
+            self.model, self.spec = load_sentence_transformer(spec, device=device)
+        else:  # an in-memory model (e.g. during training); spec describes it
+            self.model, self.spec = model, spec
         self.name = self.spec.key
         self.batch_size = batch_size
         self.show_progress = show_progress
