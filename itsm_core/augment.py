@@ -511,3 +511,19 @@ def balance_report(before: pd.DataFrame, after: pd.DataFrame,
     for col in ("share_before", "share_after"):
         rep[col] = rep[col].fillna(0.0).astype(float)
     return rep[["label", "n_before", "share_before", "n_after", "share_after"]]
+
+
+def examples(augmented: pd.DataFrame, n: int = 10, seed: int = 42) -> pd.DataFrame:
+    """Side-by-side original and augmented anchors (for the notebook/report)."""
+    aug = augmented[augmented["augmented"]]
+    if aug.empty:
+        return pd.DataFrame(columns=["method", "original", "augmented"])
+    orig = augmented[~augmented["augmented"]].drop_duplicates(["anchor_id", "positive_id"])
+    orig = orig.set_index(["anchor_id", "positive_id"])["anchor"]
+    sample = aug.sample(min(n, len(aug)), random_state=seed)
+    return pd.DataFrame({
+        "method": sample["augment_method"].to_numpy(),
+        "original": [orig.get((a, p), "") for a, p in zip(sample["anchor_id"],
+                                                           sample["positive_id"])],
+        "augmented": sample["anchor"].to_numpy(),
+    })

@@ -218,6 +218,162 @@ def report_evaluate(
     out.print(f"report -> {html}")
 
 
+@app.command("pairs")
+@friendly
+def pairs_cmd(
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="new pair file (.parquet); default data_new/processed/pairs/...")] = None,
+    negatives: Annotated[str, typer.Option(help="tfidf, embedding, both or none")] = "tfidf",
+    band: Annotated[str, typer.Option(help="TF-IDF band for hard negatives")] = "0.3,0.5",
+    positives_per_anchor: Annotated[int, typer.Option(help="same-label partners")] = 2,
+    hard_positives: Annotated[int, typer.Option(help="low-overlap partners per anchor")] = 1,
+    phase_shares: Annotated[str, typer.Option(help="easy,medium,hard shares")] =
+    "0.333,0.333,0.334",
+    mining_model: Annotated[str, typer.Option(help="model for embedding mining")] = "minilm",
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+) -> None:
+    """Generate curriculum training pairs from the TRAINING split, validated."""
+    from itsm_core.config import PROCESSED_DIR
+    from itsm_core.io import timestamp
+    from itsm_core.pairs import TrainPairConfig, write_pair_file
+    from itsm_core.train import make_pairs
+
+    lo, hi = (float(x) for x in (_csv_list(band) or ["0.3", "0.5"]))
+    shares = tuple(float(x) for x in (_csv_list(phase_shares) or []))
+    if len(shares) != 3:
+        raise ItsmError("--phase-shares needs three numbers", fix="e.g. 0.33,0.33,0.34")
+    cfg = TrainPairConfig(negatives=negatives, tfidf_band=(lo, hi),
+                          positives_per_anchor=positives_per_anchor,
+                          hard_positives_per_anchor=hard_positives, phase_shares=shares,
+                          mining_model=mining_model, seed=seed)
+    path = out_path or PROCESSED_DIR / "pairs" / f"{dataset}_{timestamp()}.parquet"
+    if path.exists():
+        raise ItsmError("pair file already exists; refusing to overwrite", where=str(path),
+                        fix="pass a new --out")
+    pairs, report = make_pairs(dataset, cfg)
+    t = Table(title=f"pair quality ({dataset})")
+    t.add_column("check")
+    t.add_column("count", justify="right")
+    for k, v in report.counts.items():
+        t.add_row(k, str(v))
+    out.print(t)
+    for w in report.warnings:
+        out.print(f"[yellow]warning:[/] {w}")
+    if not report.ok:
+        raise ItsmError("pair validation failed: " + "; ".join(report.errors))
+    write_pair_file(pairs, path, {"dataset": dataset, "split": "train",
+                                  "quality": report.to_dict()})
+    out.print(f"wrote {len(pairs)} pairs -> {path}")
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    model: Annotated[str, typer.Option(help="registry key, model folder or hub id")] = "minilm",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    pairs: Annotated[Path | None, typer.Option(help="pair file (default: generate)")] = None,
+    profile: Annotated[str, typer.Option(help="default (fast, CPU) or full")] = "default",
+    mode: Annotated[str | None, typer.Option(help="lora or full")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    epochs: Annotated[float | None, typer.Option(help="epochs")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
+    curriculum: Annotated[bool, typer.Option(help="easy->hard phases")] = True,
+    negatives: Annotated[bool, typer.Option(help="use hard negatives")] = True,
+    label_aware: Annotated[bool, typer.Option(help="mask same-label in-batch negatives")] =
+    True,
+    matryoshka: Annotated[bool, typer.Option(help="MatryoshkaLoss")] = True,
+    name: Annotated[str | None, typer.Option(help="run name")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="run directory")] = None,
+    resume: Annotated[str | None, typer.Option(help="checkpoint to resume from")] = None,
+    evaluate_test: Annotated[bool, typer.Option(help="evaluate_v2 on test afterwards")] = True,
+) -> None:
+    """Fine-tune a model (LoRA or full; MatryoshkaLoss over MNRL), select on validation,
+    evaluate on test and add its leaderboard row."""
+    from itsm_core.train import config_for_profile, run_training
+
+    overrides = {k: v for k, v in dict(
+        mode=mode, learning_rate=lr, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, name=name, output_dir=str(out_dir) if out_dir else None,
+        resume_from_checkpoint=resume, pairs=str(pairs) if pairs else None).items()
+        if v is not None}
+    cfg = config_for_profile(profile, model=model, dataset=dataset, curriculum=curriculum,
+                             use_negatives=negatives, label_aware=label_aware,
+                             matryoshka=matryoshka, evaluate_test=evaluate_test, **overrides)
+    res = run_training(cfg)
+    out.print(f"run -> {res.run_dir}  (validation NDCG@10 "
+              f"{res.meta.get('best_validation_ndcg@10')})")
+    if res.test_record:
+        _print_record(res.test_record)
+
+
+@report_app.command("train")
+@friendly
+def report_train(
+    model: Annotated[str, typer.Option(help="model to train")] = "minilm",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    profile: Annotated[str, typer.Option(help="training profile")] = "default",
+    output: Annotated[Path | None, typer.Option(help="HTML path")] = None,
+) -> None:
+    """Run notebooks/03_train.ipynb for one model (it trains) and export
+    reports/train_<model>.html with loss and validation curves."""
+    from itsm_core.reports import run_report
+
+    name = f"train_{Path(model).name}" + ("" if dataset == "it_tickets" else f"_{dataset}")
+    html = run_report("03_train", {"model": model, "dataset": dataset, "profile": profile},
+                      output=output, name=name)
+    out.print(f"report -> {html}")
+
+
+@app.command("ablation")
+@friendly
+def ablation_cmd(
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    model: Annotated[str, typer.Option(help="model to train")] = "minilm",
+    variants: Annotated[str | None, typer.Option(help="comma-separated variants")] = None,
+    profile: Annotated[str, typer.Option(help="training profile")] = "default",
+    max_steps: Annotated[int | None, typer.Option(help="cap steps per variant")] = None,
+) -> None:
+    """Train recipe variants on the same pairs; table of validation and test NDCG@10."""
+    from itsm_core.ablation import run_ablation
+
+    table = run_ablation(dataset, model, _csv_list(variants), profile, max_steps)
+    t = Table(*["variant", "val ndcg@10", "test ndcg@10 [95% CI]", "diff vs recipe [CI]"])
+    for _, r in table.iterrows():
+        diff = (f"{r['test_diff_vs_recipe']:+.3f} [{r['test_diff_ci_low']:+.3f}, "
+                f"{r['test_diff_ci_high']:+.3f}]" if "test_diff_vs_recipe" in r else "")
+        t.add_row(r["variant"], f"{r['val_ndcg@10']:.3f}",
+                  f"{r['test_ndcg@10']:.3f} [{r['test_ndcg@10_ci_low']:.3f}, "
+                  f"{r['test_ndcg@10_ci_high']:.3f}]", diff)
+    out.print(t)
+
+
+@app.command("bench")
+@friendly
+def bench_cmd(
+    what: Annotated[str, typer.Argument(help="train")] = "train",
+    model: Annotated[str, typer.Option(help="model")] = "minilm",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    steps: Annotated[int, typer.Option(help="training steps per recipe")] = 20,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 32,
+) -> None:
+    """Print measured figures: `itsm bench train` = pairs/s of the default recipe vs plain
+    sentence-transformers on the same pairs, side by side."""
+    from itsm_core.bench import train_throughput
+
+    if what != "train":
+        raise ItsmError(f"unknown benchmark {what!r}", fix="use `itsm bench train`")
+    res = train_throughput(model, dataset, steps=steps, batch_size=batch_size)
+    t = Table("recipe", "pairs / s")
+    t.add_row("plain sentence-transformers (full FT, MNRL)", str(res["plain_st_pairs_per_s"]))
+    t.add_row("default recipe (LoRA, Matryoshka, label-aware, curriculum)",
+              str(res["default_recipe_pairs_per_s"]))
+    out.print(t)
+    out.print(f"ratio default/plain = {res['ratio_default_over_plain']} "
+              f"({res['threads']} threads, batch {batch_size}, {steps} steps)")
+
+
 # --- augment (owned by augment.py) ---
 @app.command("augment")
 @friendly

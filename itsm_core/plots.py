@@ -95,3 +95,41 @@ def by_category(cats_by_model: dict[str, Sequence[dict]], metric_label: str = "n
     ax.set(xlabel=metric_label, ylabel="", title=title)
     fig.tight_layout()
     return fig
+
+
+def training_curves(loss: pd.DataFrame, val: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Training loss (left) and validation retrieval metrics (right) by step."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    if not loss.empty:
+        ax1.plot(loss["step"], loss["loss"], lw=1)
+        ax1.set(xlabel="step", ylabel="training loss", title="loss")
+        if "learning_rate" in loss:
+            ax1b = ax1.twinx()
+            ax1b.plot(loss["step"], loss["learning_rate"], color="grey", lw=0.8, ls=":")
+            ax1b.set_ylabel("learning rate", color="grey")
+            ax1b.grid(False)
+    for col in [c for c in val.columns if c != "step"]:
+        ax2.plot(val["step"], val[col], marker="o", ms=3,
+                 label=col.replace("eval_validation_", ""))
+    ax2.set(xlabel="step", title="validation (model selection)")
+    if len(val.columns) > 1:
+        ax2.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_bars(table: pd.DataFrame, metric: str = "ndcg@10", title: str = "") -> plt.Figure:
+    """Validation and test ``metric`` per recipe variant, with test CIs."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.5))
+    y = np.arange(len(table))
+    ax.barh(y + 0.2, table[f"val_{metric}"], height=0.4, label="validation", color="#9ecae1")
+    err = np.vstack([table[f"test_{metric}"] - table[f"test_{metric}_ci_low"],
+                     table[f"test_{metric}_ci_high"] - table[f"test_{metric}"]])
+    ax.barh(y - 0.2, table[f"test_{metric}"], height=0.4, xerr=err, capsize=3,
+            label="test (95% CI)", color="#3b75af")
+    ax.set_yticks(y, table["variant"])
+    ax.set(xlabel=metric, title=title or f"ablation: {metric}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

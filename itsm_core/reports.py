@@ -124,3 +124,56 @@ def benchmark_table(board: pd.DataFrame) -> pd.DataFrame:
             "relevance", "split", "split_scheme", "corpus", "n_queries", "n_corpus",
             "n_test_pairs", "n_threshold_pairs", "threshold_source", "text_fields")}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def train_summary(meta: dict[str, Any]) -> pd.DataFrame:
+    """The real hyper-parameters and outcome of a training run, as a two-column table."""
+    cfg = meta.get("train_config", {})
+    rows = {
+        "base model": meta.get("base_model"), "mode": cfg.get("mode"),
+        "learning rate": meta.get("learning_rate"), "epochs": cfg.get("epochs"),
+        "batch size": cfg.get("batch_size"), "warmup ratio": cfg.get("warmup_ratio"),
+        "weight decay": cfg.get("weight_decay"), "scheduler": cfg.get("scheduler"),
+        "loss": meta.get("loss"), "matryoshka dims": meta.get("matryoshka_dims"),
+        "curriculum": cfg.get("curriculum"), "hard negatives": cfg.get("use_negatives"),
+        "label-aware in-batch negatives": cfg.get("label_aware"),
+        "LoRA r / alpha": f"{cfg.get('lora_r')} / {cfg.get('lora_alpha')}"
+        if cfg.get("mode") == "lora" else "–",
+        "LoRA-wrapped modules": len(meta.get("lora_wrapped_modules", [])),
+        "training pairs used": meta.get("pairs", {}).get("n_used"),
+        "steps": meta.get("global_steps"), "train seconds": meta.get("train_seconds"),
+        "pairs / second": meta.get("pairs_per_second"),
+        "validation NDCG@10 before": meta.get("base_validation", {}).get(
+            "validation_ndcg@10"),
+        "validation NDCG@10 best": meta.get("best_validation_ndcg@10"),
+        "best checkpoint": meta.get("best_checkpoint"),
+        "git commit": meta.get("git_commit"),
+    }
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def versus_baselines(record: dict[str, Any], leaderboard: str | Path | None = None
+                     ) -> pd.DataFrame:
+    """A trained model's test row beside the baselines and zero-shot models of its data set."""
+    board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV))
+    board = board[(board["dataset"] == record["dataset"])
+                  & (board["relevance"] == record.get("relevance"))]
+    others = board[board["model_kind"] == "lexical"]
+    zero = board[board["model"].isin(["minilm", "mpnet", record.get("base_model")])]
+    mine = board[board["run_id"] == record["run_id"]]
+    rows = pd.concat([others, zero, mine]).drop_duplicates("run_id")
+    return format_with_ci(rows)
+
+
+def paired_difference(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10",
+                      **kwargs: Any) -> dict[str, float]:
+    """Paired bootstrap of ``metric`` between two evaluation runs on the same queries."""
+    from itsm_core.metrics import paired_bootstrap_diff
+
+    a = pd.read_csv(Path(run_a) / "per_query.csv").set_index("query")[metric]
+    b = pd.read_csv(Path(run_b) / "per_query.csv").set_index("query")[metric]
+    common = a.index.intersection(b.index)
+    if len(common) == 0:
+        raise ItsmError("the two runs share no queries", where=f"{run_a} vs {run_b}",
+                        fix="compare runs of the same data set and split")
+    return paired_bootstrap_diff(a.loc[common].to_numpy(), b.loc[common].to_numpy(), **kwargs)

@@ -262,6 +262,52 @@ def negative_labels(pairs: pd.DataFrame, incidents: pd.DataFrame, labels: list[s
 # ----------------------------------------------------------------------------- run
 
 
+PROFILES: dict[str, dict[str, Any]] = {
+    # MiniLM on 2 CPU cores: ~1 epoch over ~9k pairs, well under 20 minutes
+    "default": {"epochs": 1.0, "batch_size": 32, "eval_steps": 60},
+    # the longer run (GPU or patient CPU)
+    "full": {"epochs": 3.0, "batch_size": 64, "eval_steps": 100,
+             "early_stopping_patience": 6},
+    # a few steps, for smoke tests
+    "smoke": {"max_steps": 4, "batch_size": 8, "eval_steps": 2, "evaluate_test": False},
+}
+
+
+def config_for_profile(profile: str = "default", **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a named profile plus explicit overrides."""
+    if profile not in PROFILES:
+        raise ItsmError(f"unknown profile {profile!r}", where="--profile",
+                        fix=f"choose from {sorted(PROFILES)}")
+    return TrainConfig(**{**PROFILES[profile], **overrides})
+
+
+def make_pairs(dataset: str, cfg=None, incidents_path: str | Path | None = None):
+    """Generate and validate training pairs for a bundled data set (or incidents file).
+
+    Returns ``(pairs, quality_report)``; the caller decides what to do with errors.
+    """
+    from itsm_core.data import processed_path, read_sidecar
+    from itsm_core.incidents import load_incidents, load_links
+    from itsm_core.pairs import TrainPairConfig, generate_training_pairs, validate_pairs
+    from itsm_core.text import TextBuilder
+
+    inc_path = Path(incidents_path) if incidents_path else processed_path(dataset)
+    side = read_sidecar(inc_path)
+    labels = list(side.labels) if side and side.labels else []
+    cfg = cfg or TrainPairConfig()
+    if labels:
+        cfg.labels = labels
+    incidents = load_incidents(inc_path)
+    builder = TextBuilder(fields=tuple(side.text_fields) if side else
+                          ("short_description", "description"),
+                          max_chars_per_field=side.max_chars_per_field if side else None)
+    texts = pd.Series(builder.build_series(incidents).to_numpy(),
+                      index=incidents["number"].to_numpy())
+    links = load_links(inc_path.parent / side.links) if side and side.links else None
+    pairs = generate_training_pairs(incidents, texts, cfg, links=links)
+    return pairs, validate_pairs(pairs, incidents, labels=labels or None)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -302,15 +348,9 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
 
     from itsm_core.data import processed_path, read_sidecar
     from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
-    from itsm_core.incidents import load_incidents, load_links
+    from itsm_core.incidents import load_incidents
     from itsm_core.models import MODEL_META_FILE, load_sentence_transformer
-    from itsm_core.pairs import (
-        TrainPairConfig,
-        generate_training_pairs,
-        read_pair_file,
-        validate_pairs,
-    )
-    from itsm_core.text import TextBuilder
+    from itsm_core.pairs import TrainPairConfig, read_pair_file, validate_pairs
 
     t_start = time.time()
     inc_path = Path(incidents_path) if incidents_path else processed_path(cfg.dataset)
@@ -320,17 +360,12 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     if pairs is None:
         if cfg.pairs:
             pairs = read_pair_file(cfg.pairs)
+            report = validate_pairs(pairs, incidents, labels=labels or None)
         else:
-            builder = TextBuilder(fields=tuple(side.text_fields if side else
-                                               ("short_description", "description")),
-                                  max_chars_per_field=side.max_chars_per_field if side else None)
-            texts = pd.Series(builder.build_series(incidents).to_numpy(),
-                              index=incidents["number"].to_numpy())
-            links = load_links(inc_path.parent / side.links) if side and side.links else None
-            pairs = generate_training_pairs(incidents, texts,
-                                            TrainPairConfig(labels=labels or ["category"],
-                                                            seed=cfg.seed), links=links)
-    report = validate_pairs(pairs, incidents, labels=labels or None)
+            pairs, report = make_pairs(cfg.dataset, TrainPairConfig(seed=cfg.seed),
+                                       incidents_path=inc_path)
+    else:
+        report = validate_pairs(pairs, incidents, labels=labels or None)
     if not report.ok:
         raise ItsmError("training pairs failed validation: " + "; ".join(report.errors),
                         fix="regenerate pairs from the training split with `itsm pairs`")
@@ -387,7 +422,7 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         if cfg.merge:
             model = merge_adapter(cfg.model, adapter_dir, cfg.max_seq_length)
     model.save_pretrained(str(model_dir))
-    run_name = cfg.name or run_dir.name
+    run_name = cfg.name or f"{spec.key}-ft" + ("" if cfg.mode == "lora" else "-full")
     n_pairs = len(train_ds)
     meta = {
         "name": run_name,
