@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from itsm_core.errors import ItsmError
@@ -42,7 +43,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except ItsmError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True,
+            err.print("[bold red]error:[/]", escape(str(exc)), highlight=False,
                       soft_wrap=True)
             raise typer.Exit(code=2) from None
 

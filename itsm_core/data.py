@@ -152,7 +152,7 @@ def build_it_tickets(raw_dir: Path = RAW_DIR, out_dir: Path = PROCESSED_DIR,
 
 def build_gitbugs_hadoop(raw_dir: Path = RAW_DIR, out_dir: Path = PROCESSED_DIR,
                          seed: int = SEED, validation_share: float = 0.2) -> Path:
-    """2.5k Hadoop bug reports with 127 duplicate links (GitBugs, CC BY 4.0).
+    """2.5k Hadoop bug reports with 66 unique duplicate links (GitBugs, CC BY 4.0).
 
     Links keep the authors' train/test split; ``validation_share`` of the train links
     become validation links (by hash of the pair). Incidents that end a test link are

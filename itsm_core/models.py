@@ -286,8 +286,16 @@ def spec_from_path(path: Path) -> ModelSpec:
     path = Path(path)
     meta_file = path / MODEL_META_FILE
     if meta_file.exists():
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        base = ModelSpec.from_dict(meta["spec"])
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            base = ModelSpec.from_dict(meta["spec"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ItsmError(
+                f"malformed model metadata ({type(exc).__name__}: {exc})",
+                where=str(meta_file),
+                fix="re-save the model with `itsm train`, or delete itsm_model.json to load "
+                "the folder as a plain sentence-transformers model",
+            ) from exc
         return replace(base, key=meta.get("name", path.name), path=str(path))
     if not ((path / "modules.json").exists() or (path / "config.json").exists()):
         raise ItsmError(

@@ -203,6 +203,8 @@ def link_pair_set(numbers: Sequence[str], links: pd.DataFrame, texts: pd.Series,
     neg = pd.DataFrame({"a": a, "b": b})
     neg = neg[(neg["a"] != neg["b"]) & ~pd.Series(
         [(x, y) in linked for x, y in zip(neg["a"], neg["b"])], index=neg.index)]
+    unordered = neg.apply(lambda r: tuple(sorted((r["a"], r["b"]))), axis=1)
+    neg = neg[~unordered.duplicated()]
     neg = neg.assign(label=0.0, grade=0)
     cand = annotate(pd.concat([pos, neg], ignore_index=True), texts, cfg.band_quantiles)
     # every positive is kept whatever its band; negatives balanced across bands

@@ -66,7 +66,8 @@ class TfidfScorer:
         return vec
 
     def score_matrix(self, queries, corpus, dim=None) -> np.ndarray:
-        vec = self._vectorizer(list(corpus) + list(queries))
+        # each distinct text counts once in the IDF, as in score_pairs
+        vec = self._vectorizer(list(dict.fromkeys([*corpus, *queries])))
         q, c = vec.transform(queries), vec.transform(corpus)
         return (q @ c.T).toarray().astype(np.float32)
 
@@ -185,8 +186,11 @@ def load_scorer(spec: str, **kwargs) -> Scorer:
     """Scorer for a model spec: ``tfidf``, ``bm25``, or any model spec (see models)."""
     name = str(spec).strip()
     if not name:
+        from itsm_core.models import REGISTRY
+
         raise ItsmError("empty model name", where="--model",
-                        fix="pass a registry key, path, hub id, 'tfidf' or 'bm25'")
+                        fix=f"pass a registry key ({', '.join(sorted(REGISTRY))}), a model "
+                        "folder, a hub id, 'tfidf' or 'bm25'")
     if name.lower() == "tfidf":
         return TfidfScorer()
     if name.lower() == "bm25":

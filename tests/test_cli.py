@@ -262,9 +262,6 @@ def test_bad_split_value(runner, tiny_incidents: Path, tmp_path: Path,
 # ---------------------------------------------------------------------------- message rendering
 
 
-@pytest.mark.xfail(reason="BUG: cli.friendly prints ItsmError text with rich markup=True, so "
-                   "user text in square brackets (paths, headers) is parsed as markup: "
-                   "'[old]' silently disappears from the message", strict=True)
 def test_error_message_shows_bracketed_path_verbatim(runner, tmp_path: Path,
                                                      isolated_results) -> None:
     missing = tmp_path / "[old]" / "incidents.csv"
@@ -273,10 +270,6 @@ def test_error_message_shows_bracketed_path_verbatim(runner, tmp_path: Path,
     _assert_clean_failure(result, str(missing))
 
 
-@pytest.mark.xfail(reason="BUG: cli.friendly prints ItsmError text as rich markup; a closing "
-                   "tag such as '[/x]' in a path raises rich.errors.MarkupError, so the user "
-                   "gets a traceback and exit code 1 instead of the message and exit 2",
-                   strict=True)
 def test_error_message_with_closing_tag_in_path(runner, tmp_path: Path,
                                                 isolated_results) -> None:
     folder = tmp_path / "[" / "x]"

@@ -166,9 +166,6 @@ def test_spec_from_path_reads_itsm_metadata(tmp_path: Path) -> None:
     assert spec.key == run.name and spec.query_prefix == "search_query: "
 
 
-@pytest.mark.xfail(reason="BUG: spec_from_path lets a malformed itsm_model.json escape as "
-                   "json.JSONDecodeError / KeyError('spec') instead of an ItsmError naming the "
-                   "file, so `itsm evaluate --model <folder>` shows a traceback", strict=True)
 @pytest.mark.parametrize("content", ["{not json", '{"name": "x"}'], ids=["bad-json", "no-spec"])
 def test_malformed_model_metadata_is_an_itsm_error(tmp_path: Path, content: str) -> None:
     (tmp_path / MODEL_META_FILE).write_text(content)

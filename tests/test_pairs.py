@@ -178,10 +178,6 @@ def test_link_pair_set_negative_pool(tiny_df: pd.DataFrame) -> None:
     assert set(pairs.loc[pairs["label"] == 0, "b"]) <= set(pool)
 
 
-@pytest.mark.xfail(reason="BUG: link_pair_set de-duplicates negatives only as ordered (a, b) "
-                   "pairs (annotate drops duplicates on ['a', 'b']), so the same unordered "
-                   "negative can be drawn twice as (x, y) and (y, x) when both are link ends; "
-                   "label_pair_set de-duplicates unordered pairs", strict=True)
 def test_link_pair_set_no_duplicate_unordered_pairs(tiny_df: pd.DataFrame) -> None:
     links = _links(tiny_df)
     texts = _texts(tiny_df)

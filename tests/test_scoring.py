@@ -57,10 +57,6 @@ def test_tfidf_score_pairs_match_matrix_diagonal() -> None:
     np.testing.assert_allclose(pairs, np.diag(t.score_matrix(QUERIES, CORPUS)), atol=1e-6)
 
 
-@pytest.mark.xfail(reason="BUG (minor): TfidfScorer.score_matrix fits IDF on corpus + queries "
-                   "with repeats (a text that is both query and document counts twice), "
-                   "score_pairs on the de-duplicated texts, so the same pair gets a different "
-                   "score from the two methods whenever texts are shared", strict=True)
 def test_tfidf_score_pairs_match_matrix_with_shared_texts() -> None:
     t = TfidfScorer()
     a = ["vpn drops every minute", "printer jams on tray", "outlook crashes"]
@@ -95,9 +91,6 @@ def test_load_scorer_empty_name(name: str) -> None:
     assert "--model" in msg and "tfidf" in msg and "bm25" in msg
 
 
-@pytest.mark.xfail(reason="BUG (UX): the ItsmError for an empty model name says 'pass a "
-                   "registry key' but, unlike the unknown-name error, does not list the "
-                   "registry keys", strict=True)
 def test_load_scorer_empty_name_lists_registry_keys() -> None:
     with pytest.raises(ItsmError) as exc:
         load_scorer("")

@@ -1,0 +1,174 @@
+"""Training: LoRA wiring, adapter round-trip, curriculum sampler, label-aware loss."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from itsm_core.errors import ItsmError
+from itsm_core.train import (
+    PhaseOrderedBatchSampler,
+    TrainConfig,
+    add_lora,
+    config_for_profile,
+    lora_wrapped_modules,
+    merge_adapter,
+)
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path):
+    """The tiny incident file plus a sidecar manifest, like a bundled data set."""
+    from conftest import tiny_frame
+
+    from itsm_core.data import DatasetManifest, sidecar_path
+
+    path = tmp_path / "tiny.csv"
+    tiny_frame().to_csv(path, index=False)
+    DatasetManifest(name="tiny", text_fields=["short_description", "description"],
+                    labels=["category", "subcategory"]).save(sidecar_path(path))
+    return {"incidents": path}
+
+
+TEXTS = ["vpn drops every hour", "printer out of toner", "cannot log in to outlook",
+         "laptop screen flickers after update"]
+
+
+class _DS:
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+
+def test_phase_sampler_keeps_phase_order_and_covers_all_rows():
+    phases = ("hard", "easy", "medium") * 10  # 30 rows, interleaved on purpose
+    sampler = PhaseOrderedBatchSampler(_DS(30), batch_size=4, drop_last=False, phases=phases)
+    batches = list(sampler)
+    order = {"easy": 0, "medium": 1, "hard": 2}
+    seen_phase = [max(order[phases[i]] for i in b) for b in batches]
+    assert seen_phase == sorted(seen_phase), "phases must come easy -> medium -> hard"
+    assert all(len({phases[i] for i in b}) == 1 for b in batches), "a batch mixes phases"
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(30)) and len(sampler) == len(batches)
+
+
+def test_phase_sampler_rejects_length_mismatch():
+    with pytest.raises(ValueError):
+        PhaseOrderedBatchSampler(_DS(5), batch_size=2, drop_last=False, phases=("easy",) * 4)
+
+
+def test_profiles_and_unknown_mode():
+    assert config_for_profile("smoke").max_steps > 0
+    assert config_for_profile("default", mode="full").lr() == 2e-5
+    with pytest.raises(ItsmError):
+        config_for_profile("nope")
+    with pytest.raises(ItsmError):
+        TrainConfig(mode="qlora").lr()
+
+
+@pytest.mark.weights
+def test_label_aware_loss_masks_same_label_negatives():
+    """With two same-class rows, the masked loss differs from plain MNRL and is lower."""
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    from itsm_core.models import load_sentence_transformer
+    from itsm_core.train import LabelAwareMNRL
+
+    model, _ = load_sentence_transformer("minilm")
+    emb = [torch.nn.functional.normalize(torch.randn(4, 8), dim=1) for _ in range(2)]
+    emb[1][1] = emb[0][0]  # row 1's positive is identical to anchor 0: a strong false negative
+    same = torch.tensor([[0, -1], [0, -1], [1, -1], [2, -1]])
+    plain = MultipleNegativesRankingLoss(model).compute_loss_from_embeddings(emb, same)
+    aware = LabelAwareMNRL(model).compute_loss_from_embeddings(emb, same)
+    assert aware < plain
+    distinct = torch.tensor([[0, -1], [1, -1], [2, -1], [3, -1]])
+    assert torch.isclose(LabelAwareMNRL(model).compute_loss_from_embeddings(emb, distinct),
+                         plain)
+
+
+@pytest.mark.weights
+def test_lora_wraps_registry_targets_changes_output_and_reloads(tmp_path):
+    from itsm_core.models import load_sentence_transformer
+
+    model, spec = load_sentence_transformer("minilm")
+    before = model.encode(TEXTS, convert_to_numpy=True)
+    add_lora(model, spec, TrainConfig(lora_r=4, lora_alpha=8))
+    wrapped = lora_wrapped_modules(model)
+    # BERT: q/k/v + attention output dense + intermediate dense + output dense, 6 layers
+    assert len(wrapped) == 6 * 6
+    assert all(w.rsplit(".", 1)[-1] in {"query", "key", "value", "dense"} for w in wrapped)
+    assert not any("pooler" in w for w in wrapped)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_" in n for n in trainable), "only LoRA weights train"
+    # LoRA B starts at zero: same output; perturb B to emulate training
+    assert np.allclose(model.encode(TEXTS, convert_to_numpy=True), before, atol=1e-5)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.05 * torch.randn_like(p))
+    trained = model.encode(TEXTS, convert_to_numpy=True)
+    assert not np.allclose(trained, before, atol=1e-3), "adapter must change the output"
+    adapter_dir = tmp_path / "adapter"
+    model.save_pretrained(str(adapter_dir))
+    assert (adapter_dir / "adapter_config.json").exists()
+    base, _ = load_sentence_transformer("minilm")
+    base.load_adapter(str(adapter_dir))
+    np.testing.assert_allclose(base.encode(TEXTS, convert_to_numpy=True), trained, atol=1e-5)
+    merged = merge_adapter("minilm", adapter_dir)
+    np.testing.assert_allclose(merged.encode(TEXTS, convert_to_numpy=True), trained, atol=1e-4)
+
+
+@pytest.mark.weights
+def test_smoke_training_run_writes_run_and_selects_on_validation(tmp_path, tiny_bundle):
+    """A few steps end to end on a tiny data set: run dir, metadata, test evaluation."""
+    from itsm_core.train import run_training
+
+    cfg = config_for_profile("smoke", model="minilm", dataset="tiny", evaluate_test=True,
+                             output_dir=str(tmp_path / "run"))
+    res = run_training(cfg, incidents_path=tiny_bundle["incidents"])
+    meta = res.meta
+    assert (res.model_dir / "itsm_model.json").exists()
+    assert (res.run_dir / "adapter" / "adapter_config.json").exists()
+    assert meta["learning_rate"] == cfg.lr() and meta["global_steps"] == cfg.max_steps
+    assert meta["pairs"]["quality"]["counts"]["heldout_incidents_in_pairs"] == 0
+    assert "validation_ndcg@10" in meta["base_validation"]
+    assert any("eval_validation_ndcg@10" in h for h in meta["log_history"])
+    rec = res.test_record
+    assert rec["split"] == "test" and rec["model"] == "minilm-ft"
+    with pytest.raises(ItsmError):  # never overwrite a run
+        run_training(cfg, incidents_path=tiny_bundle["incidents"])
+
+
+@pytest.mark.slow
+@pytest.mark.weights
+def test_ddp_two_cpu_processes(tmp_path, tiny_bundle):
+    """torchrun with 2 CPU processes (gloo) runs the unchanged training entry point."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "ITSM_TEST_INCIDENTS": str(tiny_bundle["incidents"]),
+           "OMP_NUM_THREADS": "1"}
+    script = tmp_path / "ddp_train.py"
+    script.write_text(
+        "import os\n"
+        "from itsm_core.train import config_for_profile, run_training\n"
+        f"cfg = config_for_profile('smoke', model='minilm', output_dir=r'{tmp_path / 'run'}')\n"
+        "res = run_training(cfg, incidents_path=os.environ['ITSM_TEST_INCIDENTS'])\n"
+        "print('RANK', os.environ.get('RANK'), 'WORLD', os.environ.get('WORLD_SIZE'))\n")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--standalone", str(script)],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "WORLD 2" in proc.stdout
+    assert (tmp_path / "run" / "model" / "itsm_model.json").exists()
+
+
+def test_tiny_bundle_has_all_splits(tiny_bundle):
+    df = pd.read_csv(tiny_bundle["incidents"])
+    assert set(df["split"]) == {"train", "validation", "test"}
