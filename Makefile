@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env setup test test-all pipeline data benchmark report leaderboard lint clean-env
+.PHONY: env setup test test-all pipeline data benchmark train report leaderboard lint clean-env
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,12 +40,16 @@ data: env
 benchmark: data
 	$(ITSM) benchmark --models tfidf,bm25,minilm,mpnet --datasets it_tickets,gitbugs_hadoop
 
+train: data  ## one papermill run of notebooks/03_train.ipynb per model -> reports/train_*.html
+	$(ITSM) report train --model minilm --dataset it_tickets --profile $(PROFILE)
+	$(ITSM) report train --model minilm --dataset gitbugs_hadoop --profile $(PROFILE)
+
 report: env
 	$(ITSM) report evaluate
 	$(ITSM) leaderboard --markdown | tee reports/leaderboard.md
 
-pipeline: env  ## the main job: data -> baselines + zero-shot models -> reports
-	$(MAKE) data benchmark report
+pipeline: env  ## the main job: data -> baselines + zero-shot -> train -> reports
+	$(MAKE) data benchmark train report
 
 lint: env
 	$(BIN)/ruff check itsm_core tests

@@ -60,7 +60,9 @@ class TrainConfig:
     learning_rate: float | None = None
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.1
+    # measured on 2 CPU cores (MiniLM, batch 32x3 texts): LoRA dropout 0.1 costs 8.7 s a
+    # step against 4.7 s without (full fine-tuning: 5.3 s), so the default is 0.0
+    lora_dropout: float = 0.0
     epochs: float = 1.0
     max_steps: int = -1
     batch_size: int = 32
@@ -75,6 +77,8 @@ class TrainConfig:
     eval_steps: int = 50
     early_stopping_patience: int = 4
     mnrl_scale: float = 20.0
+    max_validation_corpus: int = 1000
+    max_pairs: int | None = None
     seed: int = SEED
     merge: bool = True
     name: str | None = None
@@ -160,6 +164,24 @@ class PhaseOrderedBatchSampler(DefaultBatchSampler):
         return sum(1 for _ in self._batches())
 
 
+def subsample_corpus(bench, max_corpus: int, seed: int = SEED):
+    """The benchmark with its corpus cut to ``max_corpus`` documents for fast selection.
+
+    Every document relevant to some query is kept; the rest is a seeded sample. Used only
+    for checkpoint selection on validation (the reported test numbers use the full
+    corpus).
+    """
+    if len(bench.corpus_ids) <= max_corpus:
+        return bench
+    relevant = np.where(bench.grades.max(axis=0) > 0)[0]
+    others = np.setdiff1d(np.arange(len(bench.corpus_ids)), relevant)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([relevant, rng.choice(
+        others, size=max(0, max_corpus - len(relevant)), replace=False)]))
+    return replace(bench, corpus_ids=[bench.corpus_ids[i] for i in keep],
+                   grades=bench.grades[:, keep])
+
+
 def validation_evaluator(bench, spec, name: str = "validation"):
     """A sentence-transformers evaluator running evaluate_v2 retrieval on validation.
 
@@ -239,6 +261,9 @@ def build_train_dataset(pairs: pd.DataFrame, cfg: TrainConfig):
     use_neg = cfg.use_negatives and "negative" in p and p["negative"].notna().any()
     if use_neg:
         p = p[p["negative"].notna()]
+    if cfg.max_pairs and len(p) > cfg.max_pairs:  # budget: same share from every phase
+        p = p.groupby("phase", group_keys=False).sample(
+            frac=cfg.max_pairs / len(p), random_state=cfg.seed)
     p = order_by_curriculum(p, cfg.seed) if cfg.curriculum else p.sample(
         frac=1.0, random_state=cfg.seed)
     cols = {"anchor": p["anchor"].tolist(), "positive": p["positive"].tolist()}
@@ -264,7 +289,7 @@ def negative_labels(pairs: pd.DataFrame, incidents: pd.DataFrame, labels: list[s
 
 PROFILES: dict[str, dict[str, Any]] = {
     # MiniLM on 2 CPU cores: ~1 epoch over ~9k pairs, well under 20 minutes
-    "default": {"epochs": 1.0, "batch_size": 32, "eval_steps": 60},
+    "default": {"epochs": 1.0, "batch_size": 32, "eval_steps": 30, "max_pairs": 4800},
     # the longer run (GPU or patient CPU)
     "full": {"epochs": 3.0, "batch_size": 64, "eval_steps": 100,
              "early_stopping_patience": 6},
@@ -384,8 +409,9 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     dims = [d for d in spec.eval_dims if d <= spec.dim]
     loss = MatryoshkaLoss(model, inner, matryoshka_dims=dims) if cfg.matryoshka else inner
 
-    val_bench = build_benchmark(inc_path, config=BenchmarkConfig(
-        query_split="validation", threshold_split="validation", n_resamples=0))
+    val_bench = subsample_corpus(build_benchmark(inc_path, config=BenchmarkConfig(
+        query_split="validation", threshold_split="validation", n_resamples=0)),
+        cfg.max_validation_corpus, cfg.seed)
     evaluator = validation_evaluator(val_bench, replace(spec, key=cfg.name or spec.key))
     steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
     eval_steps = max(1, min(cfg.eval_steps, steps_per_epoch))
