@@ -38,8 +38,8 @@ DESCRIPTIONS = {
 
 def run_ablation(dataset: str = "it_tickets", model: str = "minilm",
                  variants: list[str] | None = None, profile: str = "default",
-                 max_steps: int | None = None, out_dir: str | Path | None = None
-                 ) -> pd.DataFrame:
+                 max_steps: int | None = None, out_dir: str | Path | None = None,
+                 max_pairs: int | None = None) -> pd.DataFrame:
     """Train and evaluate each variant; write ``ablation_<dataset>_<ts>.csv/.json``."""
     from itsm_core.augment import AugmentConfig, augment_pairs
     from itsm_core.reports import paired_difference
@@ -56,6 +56,8 @@ def run_ablation(dataset: str = "it_tickets", model: str = "minilm",
     base = config_for_profile(profile, model=model, dataset=dataset)
     if max_steps:
         base = replace(base, max_steps=max_steps)
+    if max_pairs:
+        base = replace(base, max_pairs=max_pairs)
     rows, runs = [], {}
     for name in names:
         opts = dict(VARIANTS[name])
@@ -87,6 +89,7 @@ def run_ablation(dataset: str = "it_tickets", model: str = "minilm",
     atomic_write_df(out / f"{stem}.csv", table)
     atomic_write_json(out / f"{stem}.json", {"dataset": dataset, "model": model,
                                              "profile": profile, "max_steps": max_steps,
+                                             "max_pairs": base.max_pairs,
                                              "rows": table.to_dict("records")})
     return table
 

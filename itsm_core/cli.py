@@ -335,11 +335,13 @@ def ablation_cmd(
     variants: Annotated[str | None, typer.Option(help="comma-separated variants")] = None,
     profile: Annotated[str, typer.Option(help="training profile")] = "default",
     max_steps: Annotated[int | None, typer.Option(help="cap steps per variant")] = None,
+    max_pairs: Annotated[int | None, typer.Option(help="pair budget per variant")] = None,
 ) -> None:
     """Train recipe variants on the same pairs; table of validation and test NDCG@10."""
     from itsm_core.ablation import run_ablation
 
-    table = run_ablation(dataset, model, _csv_list(variants), profile, max_steps)
+    table = run_ablation(dataset, model, _csv_list(variants), profile, max_steps,
+                         max_pairs=max_pairs)
     t = Table(*["variant", "val ndcg@10", "test ndcg@10 [95% CI]", "diff vs recipe [CI]"])
     for _, r in table.iterrows():
         diff = (f"{r['test_diff_vs_recipe']:+.3f} [{r['test_diff_ci_low']:+.3f}, "

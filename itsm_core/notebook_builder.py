@@ -93,6 +93,12 @@ TRAIN = notebook([
     ("code", "reports.versus_baselines(result.test_record)"),
     ("md", "## Quality by Matryoshka dimension (test)"),
     ("code", "plots.by_dimension({model: result.test_record['dims']}, title=dataset);"),
+    ("md", "## Training throughput (measured side by side by `itsm bench train`)"),
+    ("code", "reports.throughput_table(model)"),
+    ("md", "## Ablation: which parts of the recipe help (`itsm ablation`)\n\n"
+             "Decisions use the validation column; test is reported with its CI and the "
+             "paired difference to the full recipe."),
+    ("code", "reports.ablation_table(dataset)"),
 ], params="# papermill parameters\n"
           'model = "minilm"\n'
           'dataset = "it_tickets"\n'

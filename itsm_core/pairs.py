@@ -11,6 +11,7 @@ generation (curriculum, mined negatives) builds on the same lexical score.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -310,6 +311,28 @@ def _label_positives(tr: pd.DataFrame, key: pd.Series, cfg: TrainPairConfig,
     return pd.DataFrame(rows, columns=["anchor_id", "positive_id", "source"])
 
 
+def link_components(ids: set[str], links: pd.DataFrame) -> dict[str, str]:
+    """Duplicate cluster of each incident in ``ids`` (union-find over links inside ``ids``).
+
+    Incidents linked directly or transitively share a component: none of them may be a
+    negative for another, and they form one class for label-aware in-batch negatives.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent.setdefault(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    for a, b in zip(links["a"], links["b"]):
+        if a in ids and b in ids:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    return {n: find(n) for n in parent}
+
+
 def _link_positives(tr_ids: set[str], links: pd.DataFrame) -> pd.DataFrame:
     tl = links[links["split"] == "train"] if "split" in links.columns else links
     rows = []
@@ -319,17 +342,18 @@ def _link_positives(tr_ids: set[str], links: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["anchor_id", "positive_id", "source"])
 
 
-def _tfidf_negatives(tr: pd.DataFrame, key: pd.Series, anchors: Sequence[str],
-                     band: tuple[float, float], rng: np.random.Generator,
-                     linked: set[tuple[str, str]] | None = None) -> dict[str, tuple[str, str]]:
-    """One negative per anchor: TF-IDF cosine inside ``band``, never the same fine label."""
+def _tfidf_negatives(tr: pd.DataFrame, keys: Sequence[pd.Series], anchors: Sequence[str],
+                     band: tuple[float, float], rng: np.random.Generator
+                     ) -> dict[str, tuple[str, str]]:
+    """One negative per anchor: TF-IDF cosine inside ``band``, never sharing any of
+    ``keys`` with the anchor (fine label, duplicate-link component)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     ids = tr["number"].to_numpy()
     pos = {n: i for i, n in enumerate(ids)}
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32)
     X = vec.fit_transform(tr["text"])
-    keys = key.to_numpy()
+    key_arrays = [k.to_numpy() for k in keys]
     out: dict[str, tuple[str, str]] = {}
     uniq = list(dict.fromkeys(anchors))
     for start in range(0, len(uniq), 512):
@@ -338,10 +362,11 @@ def _tfidf_negatives(tr: pd.DataFrame, key: pd.Series, anchors: Sequence[str],
         sims = (X[rows] @ X.T).toarray()
         for r, a in zip(rows, chunk):
             s = sims[np.where(rows == r)[0][0]]
-            bad = (keys == keys[r]) if isinstance(keys[r], str) else np.zeros(len(ids), bool)
+            bad = np.zeros(len(ids), bool)
+            for k in key_arrays:
+                if isinstance(k[r], str):
+                    bad |= k == k[r]
             bad[r] = True
-            if linked:
-                bad |= np.array([(a, n) in linked for n in ids])
             in_band = np.where((s >= band[0]) & (s < band[1]) & ~bad)[0]
             if len(in_band):
                 out[a] = (ids[rng.choice(in_band)], "tfidf_band")
@@ -422,18 +447,26 @@ def generate_training_pairs(df: pd.DataFrame, texts: pd.Series, cfg: TrainPairCo
     """
     cfg = cfg or TrainPairConfig()
     rng = np.random.default_rng(cfg.seed)
+    missing = pd.Index(df["number"]).difference(texts.index)
+    if len(missing):
+        raise ItsmError(f"{len(missing)} incidents have no text (e.g. {list(missing[:3])})",
+                        fix="pass texts indexed by incident number "
+                        "(pd.Series(texts, index=df['number']))")
     tr = _train_frame(df, texts, cfg)
+    label_key = (_fine_key(tr, cfg.labels)
+                 if all(c in tr.columns for c in cfg.labels) and tr[cfg.labels[0]].notna().any()
+                 else pd.Series(np.nan, index=tr.index, dtype=object))
     if links is not None:
-        key = pd.Series(np.nan, index=tr.index, dtype=object)
+        train_links = links[links["split"] == "train"] if "split" in links.columns else links
+        comp = link_components(set(tr["number"]), train_links)
+        key = tr["number"].map(lambda n: f"link:{comp[n]}" if n in comp else np.nan)
         pos = _link_positives(set(tr["number"]), links)
-        linked = set(zip(links["a"], links["b"])) | set(zip(links["b"], links["a"]))
     else:
         key = _fine_key(tr, cfg.labels)
         if cfg.use_topic_group and "topic_group" in tr.columns:
             key = key.fillna("topic:" + tr["topic_group"].astype("string")).where(
                 key.notna() | tr["topic_group"].notna())
         pos = _label_positives(tr, key, cfg, rng)
-        linked = None
     pos = pos.drop_duplicates(["anchor_id", "positive_id"]).reset_index(drop=True)
     if pos.empty:
         raise ItsmError("no positive training pairs could be formed from the train split",
@@ -446,7 +479,8 @@ def generate_training_pairs(df: pd.DataFrame, texts: pd.Series, cfg: TrainPairCo
     pos["negative_id"] = None
     pos["negative_source"] = None
     if cfg.negatives in ("tfidf", "both"):
-        negs = _tfidf_negatives(tr, key, pos["anchor_id"].tolist(), cfg.tfidf_band, rng, linked)
+        negs = _tfidf_negatives(tr, [key, label_key], pos["anchor_id"].tolist(),
+                                cfg.tfidf_band, rng)
         pos["negative_id"] = pos["anchor_id"].map(lambda a: negs.get(a, (None, None))[0])
         pos["negative_source"] = pos["anchor_id"].map(lambda a: negs.get(a, (None, None))[1])
     if cfg.negatives in ("embedding", "both"):
@@ -474,13 +508,9 @@ def generate_training_pairs(df: pd.DataFrame, texts: pd.Series, cfg: TrainPairCo
     pos["phase"] = assign_phases(pos["lexical_pos"].to_numpy(), lex_neg, cfg.phase_shares)
     classes = {k: i for i, k in enumerate(sorted({str(k) for k in key_of.values()
                                                    if isinstance(k, str)}))}
-    if links is not None:  # each link component is its own class
-        pos["label"] = pd.factorize(pos[["anchor_id", "positive_id"]].apply(
-            lambda r: min(r), axis=1))[0]
-    else:
-        pos["label"] = pos["anchor_id"].map(lambda a: classes.get(key_of.get(a), -1)).astype(int)
+    pos["label"] = pos["anchor_id"].map(lambda a: classes.get(key_of.get(a), -1)).astype(int)
     out = pos[list(PAIR_COLUMNS)].reset_index(drop=True)
-    n_classes = len(classes) if links is None else int(out["label"].nunique())
+    n_classes = len(classes)
     out.attrs["meta"] = {"config": asdict(cfg), "n_train_incidents": len(tr),
                          "n_classes": n_classes}
     return out
@@ -488,6 +518,10 @@ def generate_training_pairs(df: pd.DataFrame, texts: pd.Series, cfg: TrainPairCo
 
 def order_by_curriculum(pairs: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
     """Rows shuffled within each phase, phases in easy → medium → hard order."""
+    unknown = set(pairs["phase"]) - set(PHASES)
+    if unknown:
+        raise ItsmError(f"unknown curriculum phase(s) {sorted(map(str, unknown))}",
+                        fix=f"phases must be one of {list(PHASES)}")
     parts = [pairs[pairs["phase"] == p].sample(frac=1.0, random_state=seed) for p in PHASES]
     return pd.concat(parts, ignore_index=True)
 
@@ -586,7 +620,7 @@ def write_pair_file(pairs: pd.DataFrame, path: str | Path, meta: dict | None = N
     missing = [c for c in ("anchor", "positive", "label", "phase") if c not in pairs.columns]
     if missing:
         raise ItsmError(f"pair table lacks columns {missing}", where=str(path))
-    full_meta = {**pairs.attrs.get("meta", {}), **(meta or {})}
+    full_meta = copy.deepcopy({**pairs.attrs.get("meta", {}), **(meta or {})})
     full_meta.setdefault("counts", {})
     full_meta["counts"].update({
         "pairs": len(pairs),

@@ -177,3 +177,31 @@ def paired_difference(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@
         raise ItsmError("the two runs share no queries", where=f"{run_a} vs {run_b}",
                         fix="compare runs of the same data set and split")
     return paired_bootstrap_diff(a.loc[common].to_numpy(), b.loc[common].to_numpy(), **kwargs)
+
+
+def throughput_table(model: str = "minilm") -> pd.DataFrame:
+    """The latest ``itsm bench train`` figures (pairs/s, side by side), or a note."""
+    from itsm_core.bench import latest_bench
+
+    res = latest_bench("train_throughput")
+    if res is None or res.get("model") != model:
+        return pd.DataFrame({"note": [f"no throughput benchmark for {model} yet: run "
+                                      f"`itsm bench train --model {model}`"]})
+    return pd.DataFrame({
+        "recipe": ["plain sentence-transformers (full FT, MNRL, random batches)",
+                   "default recipe (LoRA, MatryoshkaLoss(label-aware MNRL), curriculum)"],
+        "pairs / s": [res["plain_st_pairs_per_s"], res["default_recipe_pairs_per_s"]],
+        "setting": [f"{res['steps']} steps, batch {res['batch_size']}, "
+                    f"{res['threads']} threads, max_seq_length {res['max_seq_length']}"] * 2,
+    })
+
+
+def ablation_table(dataset: str = "it_tickets") -> pd.DataFrame:
+    """The latest ablation of a data set (validation + test NDCG@10), or a note."""
+    from itsm_core.ablation import latest_ablation
+
+    table = latest_ablation(dataset)
+    if table is None:
+        return pd.DataFrame({"note": [f"no ablation for {dataset} yet: run "
+                                      f"`itsm ablation --dataset {dataset}`"]})
+    return table

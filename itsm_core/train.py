@@ -348,6 +348,9 @@ def _dist_rank() -> int:
 def _run_dir(cfg: TrainConfig) -> Path:
     if cfg.output_dir:
         out = Path(cfg.output_dir)
+        if _dist_rank() != 0:  # under DDP only rank 0 checks (the others see its files)
+            out.mkdir(parents=True, exist_ok=True)
+            return out
         if out.exists() and any(out.iterdir()) and not cfg.resume_from_checkpoint:
             raise ItsmError("output directory already exists and is not empty", where=str(out),
                             fix="choose a new --out, or pass --resume to continue that run")
