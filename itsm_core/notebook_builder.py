@@ -91,6 +91,8 @@ TRAIN = notebook([
     ("code", "plots.training_curves(*train.history_frames(result.meta), title=model);"),
     ("md", "## Held-out test: the fine-tune beside its baselines (value [95 % CI])"),
     ("code", "reports.versus_baselines(result.test_record)"),
+    ("md", "### Paired difference to each baseline on the same test queries (95 % CI)"),
+    ("code", "reports.paired_vs_baselines(result.test_record)"),
     ("md", "## Quality by Matryoshka dimension (test)"),
     ("code", "plots.by_dimension({model: result.test_record['dims']}, title=dataset);"),
     ("md", "## Training throughput (measured side by side by `itsm bench train`)"),

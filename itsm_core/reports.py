@@ -205,3 +205,29 @@ def ablation_table(dataset: str = "it_tickets") -> pd.DataFrame:
         return pd.DataFrame({"note": [f"no ablation for {dataset} yet: run "
                                       f"`itsm ablation --dataset {dataset}`"]})
     return table
+
+
+def paired_vs_baselines(record: dict[str, Any], metrics: tuple[str, ...] = (
+        "ndcg@10", "mrr@10", "map@100"), leaderboard: str | Path | None = None
+        ) -> pd.DataFrame:
+    """Paired bootstrap difference (model − baseline) on the same test queries, with CI.
+
+    A fine-tune "beats" a baseline only when the CI of the difference is above zero.
+    """
+    board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV))
+    board = board[(board["dataset"] == record["dataset"])
+                  & (board["relevance"] == record.get("relevance"))]
+    mine = board[board["run_id"] == record["run_id"]]
+    if mine.empty:
+        raise ItsmError("the run is not on the leaderboard", fix="evaluate it first")
+    base = board[(board["model_kind"] == "lexical")
+                 | board["model"].isin(["minilm", "mpnet", record.get("base_model")])]
+    rows = []
+    for _, b in base[base["run_id"] != record["run_id"]].iterrows():
+        for m in metrics:
+            d = paired_difference(mine["run_dir"].iat[0], b["run_dir"], m)
+            rows.append({"baseline": b["model"], "metric": m, "difference": round(d["diff"], 4),
+                         "ci_low": round(d["ci_low"], 4), "ci_high": round(d["ci_high"], 4),
+                         "verdict": "better" if d["ci_low"] > 0 else
+                         ("worse" if d["ci_high"] < 0 else "no significant difference")})
+    return pd.DataFrame(rows)
