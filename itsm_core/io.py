@@ -54,22 +54,32 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder + rename)."""
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic_target(path: Path, suffix: str) -> Iterator[str]:
+    """Yield a temp file name beside ``path``; on success rename it onto ``path``.
+
+    On any error the temp file is removed and ``path`` is left as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding=encoding) as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    with _atomic_target(path, ".tmp") as tmp, open(tmp, "w", encoding=encoding) as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 
@@ -79,24 +89,24 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
-def atomic_write_df(path: str | Path, df) -> Path:
+def atomic_write_df(path: str | Path, df) -> Path:  # noqa: ANN001 - pandas DataFrame
     """Write a DataFrame (CSV or Parquet by suffix) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with _atomic_target(path, path.suffix) as tmp:
         if path.suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
+
+
+def read_run_json(run_dir: str | Path, name: str, written_by: str) -> dict[str, Any]:
+    """Read ``<run_dir>/<name>`` or say which command writes it."""
+    p = Path(run_dir) / name
+    if not p.exists():
+        raise ItsmError(f"no {name} here", where=str(run_dir),
+                        fix=f"point at a run directory written by `{written_by}`")
+    return json.loads(p.read_text(encoding="utf-8"))
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ serialised with a file lock so concurrent runs never lose a row.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,14 @@ import pandas as pd
 
 from itsm_core.config import LEADERBOARD_CSV
 from itsm_core.errors import ItsmError
-from itsm_core.io import atomic_write_df, atomic_write_json, file_lock, git_commit, timestamp
+from itsm_core.io import (
+    atomic_write_df,
+    atomic_write_json,
+    file_lock,
+    git_commit,
+    read_run_json,
+    timestamp,
+)
 
 SCHEMA_VERSION = 1
 HEADLINE_METRICS = ("ndcg@10", "mrr@10", "map@100", "recall@1", "recall@5", "recall@10",
@@ -140,8 +146,4 @@ def format_with_ci(board: pd.DataFrame, metrics: Sequence[str] = ("ndcg@10", "mr
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """Read a run's metrics.json."""
-    p = Path(run_dir) / "metrics.json"
-    if not p.exists():
-        raise ItsmError("no metrics.json here", where=str(run_dir),
-                        fix="point at a run directory written by `itsm evaluate`")
-    return json.loads(p.read_text(encoding="utf-8"))
+    return read_run_json(run_dir, "metrics.json", "itsm evaluate")

@@ -23,7 +23,6 @@ leaderboard.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import time
@@ -40,7 +39,13 @@ from sentence_transformers.sampler import DefaultBatchSampler
 from itsm_core import metrics as M
 from itsm_core.config import LEADERBOARD_CSV, MODELS_DIR, SEED
 from itsm_core.errors import ItsmError
-from itsm_core.io import atomic_write_json, git_commit, sha256_file, unique_run_dir
+from itsm_core.io import (
+    atomic_write_json,
+    git_commit,
+    read_run_json,
+    sha256_file,
+    unique_run_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -495,11 +500,7 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
 
 def load_train_meta(run_dir: str | Path) -> dict[str, Any]:
     """A training run's metadata (for reports)."""
-    p = Path(run_dir) / "train_meta.json"
-    if not p.exists():
-        raise ItsmError("no train_meta.json here", where=str(run_dir),
-                        fix="point at a run directory written by `itsm train`")
-    return json.loads(p.read_text(encoding="utf-8"))
+    return read_run_json(run_dir, "train_meta.json", "itsm train")
 
 
 def history_frames(meta: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
