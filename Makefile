@@ -41,6 +41,7 @@ benchmark: data
 	$(ITSM) benchmark --models tfidf,bm25,minilm,mpnet --datasets it_tickets,gitbugs_hadoop
 
 train: data  ## one papermill run of notebooks/03_train.ipynb per model -> reports/train_*.html
+	$(ITSM) bench train --model minilm --steps 8
 	$(ITSM) report train --model minilm --dataset it_tickets --profile $(PROFILE)
 	$(ITSM) report train --model minilm --dataset gitbugs_hadoop --profile $(PROFILE)
 

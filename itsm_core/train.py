@@ -491,8 +491,10 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     record = None
     if cfg.evaluate_test:
         bench = build_benchmark(inc_path)
-        record = evaluate_model(str(model_dir), bench, run_dir / "evaluate",
-                                leaderboard=LEADERBOARD_CSV)
+        eval_dir = run_dir / "evaluate"
+        if eval_dir.exists():  # a resumed run keeps its earlier evaluation
+            eval_dir = unique_run_dir(run_dir, "evaluate")
+        record = evaluate_model(str(model_dir), bench, eval_dir, leaderboard=LEADERBOARD_CSV)
     meta["total_seconds"] = round(time.time() - t_start, 1)
     atomic_write_json(run_dir / "train_meta.json", meta)
     return TrainResult(run_dir, model_dir, meta, record)

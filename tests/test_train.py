@@ -150,6 +150,25 @@ def test_smoke_training_run_writes_run_and_selects_on_validation(tmp_path, tiny_
 
 @pytest.mark.slow
 @pytest.mark.weights
+def test_resume_from_checkpoint_continues_the_run(tmp_path, tiny_bundle):
+    """A run resumed from its step-2 checkpoint ends at the configured step count."""
+    from itsm_core.train import run_training
+
+    out = tmp_path / "run"
+    cfg = config_for_profile("smoke", model="minilm", output_dir=str(out))
+    first = run_training(cfg, incidents_path=tiny_bundle["incidents"])
+    ckpt = out / "checkpoints" / "checkpoint-2"
+    assert ckpt.exists() and first.meta["global_steps"] == cfg.max_steps
+    resumed = run_training(config_for_profile("smoke", model="minilm", output_dir=str(out),
+                                              resume_from_checkpoint=str(ckpt)),
+                           incidents_path=tiny_bundle["incidents"])
+    assert resumed.meta["global_steps"] == cfg.max_steps
+    steps_logged = [h["step"] for h in resumed.meta["log_history"] if "loss" in h]
+    assert steps_logged and min(steps_logged) > 2, "resumed run must not redo steps 1-2"
+
+
+@pytest.mark.slow
+@pytest.mark.weights
 def test_ddp_two_cpu_processes(tmp_path, tiny_bundle):
     """torchrun with 2 CPU processes (gloo) runs the unchanged training entry point."""
     torchrun = Path(sys.executable).with_name("torchrun")
