@@ -196,6 +196,21 @@ def build_benchmark(
     return _build_labels(df, has_split, common)
 
 
+def graded_relevance(query_labels: pd.DataFrame, corpus_labels: pd.DataFrame) -> np.ndarray:
+    """Grade = number of leading label levels shared (coarse first); a missing label
+    matches nothing. E.g. [category, subcategory]: 2 both, 1 category only, 0 otherwise.
+    """
+    grades = np.zeros((len(query_labels), len(corpus_labels)), dtype=np.int8)
+    still = np.ones(grades.shape, dtype=bool)
+    for col in query_labels.columns:
+        codes, _ = pd.factorize(pd.concat([query_labels[col], corpus_labels[col]])
+                                .astype("string"), use_na_sentinel=True)
+        a, b = codes[: len(query_labels)], codes[len(query_labels):]
+        still &= (a[:, None] == b[None, :]) & (a[:, None] >= 0)
+        grades += still
+    return grades
+
+
 def _halves(keys: list[str], seed: int) -> np.ndarray:
     """Deterministic 50/50 partition (calibration / evaluation) for files without a split."""
     return assign_splits(keys, {"validation": 0.5, "test": 0.5}, seed)
@@ -228,16 +243,7 @@ def _build_labels(df: pd.DataFrame, has_split: bool, common: dict) -> Benchmark:
                  "other half"
         if has_split:
             notes.append(f"too few {cfg.query_split} incidents; evaluated leave-one-out")
-    lab_q = q[cfg.labels].astype("string").to_numpy()
-    lab_c = corpus[cfg.labels].astype("string").to_numpy()
-    grades = np.zeros((len(q), len(corpus)), dtype=np.int8)
-    still = np.ones_like(grades, dtype=bool)
-    for level in range(len(cfg.labels)):
-        a, b = lab_q[:, level][:, None], lab_c[:, level][None, :]
-        eq = (a == b)
-        eq = np.asarray(pd.DataFrame(eq).fillna(False).to_numpy(), dtype=bool)
-        still &= eq
-        grades += still.astype(np.int8)
+    grades = graded_relevance(q[cfg.labels], corpus[cfg.labels])
     texts = common["texts"]
     test_pairs = label_pair_set(test_df, texts, cfg.labels, cfg.pairs)
     thr_pairs = label_pair_set(thr_df, texts, cfg.labels,
