@@ -47,6 +47,7 @@ train: data  ## one papermill run of notebooks/03_train.ipynb per model -> repor
 
 report: env
 	$(ITSM) report evaluate
+	$(ITSM) report diagnose
 	$(ITSM) leaderboard --markdown | tee reports/leaderboard.md
 
 pipeline: env  ## the main job: data -> baselines + zero-shot -> train -> reports

@@ -377,6 +377,127 @@ def bench_cmd(
               f"({res['threads']} threads, batch {batch_size}, {steps} steps)")
 
 
+# --- diagnose (owned by diagnose.py) ---
+def _diagnose_models(models: str, dataset: str, with_trained: bool) -> list[str]:
+    from itsm_core.diagnose import latest_trained_model
+
+    names = _csv_list(models) or []
+    if with_trained:
+        trained = latest_trained_model(dataset)
+        if trained and trained not in names:
+            names.append(trained)
+    return names
+
+
+@app.command("diagnose")
+@friendly
+def diagnose_cmd(
+    models: Annotated[str, typer.Option(help="comma-separated model specs")] =
+    "tfidf,bm25,minilm,mpnet",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    incidents: Annotated[Path | None, typer.Option(
+        help="incidents file instead of the bundled data set")] = None,
+    n_pairs: Annotated[int, typer.Option(help="pairs per kind (hard positives / "
+                                              "negatives)")] = 300,
+    min_pairs: Annotated[int, typer.Option(
+        help="fail when fewer pairs of either kind qualify")] = 30,
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+    lexical: Annotated[str, typer.Option(help="lexical score of the bands: tfidf or bm25")] =
+    "tfidf",
+    split: Annotated[str, typer.Option(help="held-out split of the diagnostic")] = "test",
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for CIs")] = 1000,
+    with_trained: Annotated[bool, typer.Option(
+        help="add the newest fine-tuned model of the data set (from the leaderboard)")] =
+    False,
+    leaderboard: Annotated[bool, typer.Option(help="append leaderboard rows")] = True,
+) -> None:
+    """Adversarial diagnostic: hard positives (relevant, few shared words) vs hard negatives
+    (other category, many shared words) from held-out incidents; threshold from validation;
+    verdict pass iff ROC-AUC >= 0.70 and F1 >= 0.70; shortcut and boilerplate probes."""
+    from itsm_core.config import LEADERBOARD_CSV
+    from itsm_core.data import processed_path
+    from itsm_core.diagnose import DiagnosticConfig, run_diagnostic
+
+    path = incidents if incidents is not None else processed_path(dataset)
+    ds = dataset if incidents is None else path.stem.split(".")[0]
+    cfg = DiagnosticConfig(split=split, n_pairs=n_pairs, min_pairs=min_pairs, seed=seed,
+                           lexical=lexical, n_resamples=bootstrap)
+    summary = run_diagnostic(_diagnose_models(models, ds, with_trained), path, cfg,
+                             leaderboard=LEADERBOARD_CSV if leaderboard else None)
+    _print_diagnostic(summary)
+
+
+def _print_diagnostic(summary) -> None:  # noqa: ANN001 - pandas DataFrame
+    from itsm_core.diagnose import verdict_table
+
+    info = summary.attrs.get("diagnostic", {})
+    test = info.get("test_set", {})
+    bands, counts = test.get("bands", {}), test.get("counts", {})
+    if bands:
+        out.print(f"[bold]{info.get('dataset')}[/] {test.get('split')} split: "
+                  f"{counts.get('hard_positive')} hard positives ({bands.get('lexical')} <= "
+                  f"{bands['hard_positive'][1]:.4f}) + {counts.get('hard_negative')} hard "
+                  f"negatives (>= {bands['hard_negative'][0]:.4f}); threshold from "
+                  f"{info.get('threshold_split')}")
+    vt = verdict_table(summary)
+    k = (info.get("config") or {}).get("k", 10)
+    table = Table(title="adversarial diagnostic (pass: ROC-AUC >= 0.70 and F1 >= 0.70)")
+    for col in (*vt.columns, "shortcut flips", "shortcut rel. Δ", f"boilerplate overlap@{k}"):
+        table.add_column(str(col), justify="left" if col in ("model", "kind") else "right")
+    for (_, r), (_, s) in zip(vt.iterrows(), summary.iterrows()):
+        colour = "green" if r["verdict"] == "PASS" else "red"
+        table.add_row(*[escape(str(v)) for v in r.drop("verdict")],
+                      f"[{colour}]{r['verdict']}[/]",
+                      _f3(s.get("shortcut_flip_rate")), _f3(s.get("shortcut_rel_delta")),
+                      _f3(s.get(f"boilerplate_overlap@{k}")))
+    out.print(table)
+    for r in summary.itertuples():
+        out.print(f"{r.model} -> {r.run_dir}")
+
+
+def _f3(v) -> str:  # noqa: ANN001
+    try:
+        return "–" if v is None or v != v else f"{float(v):.3f}"
+    except (TypeError, ValueError):
+        return "–"
+
+
+@report_app.command("diagnose")
+@friendly
+def report_diagnose(
+    models: Annotated[str, typer.Option(help="comma-separated model specs")] =
+    "tfidf,bm25,minilm,mpnet",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    with_trained: Annotated[bool, typer.Option(
+        help="add the newest fine-tuned model of the data set (from the leaderboard)")] =
+    True,
+    n_pairs: Annotated[int, typer.Option(help="pairs per kind")] = 300,
+    min_pairs: Annotated[int, typer.Option(help="fail below this many pairs per kind")] = 30,
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+    output: Annotated[Path | None, typer.Option(help="HTML path")] = None,
+) -> None:
+    """Run notebooks/05_adversarial_diagnostic.ipynb with papermill and export
+    reports/adversarial_diagnostic.html (fails when the adversarial set cannot be built)."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from itsm_core.reports import run_report
+
+    names = _diagnose_models(models, dataset, False)
+    extra = _diagnose_models("", dataset, with_trained)
+    try:
+        html = run_report("05_adversarial_diagnostic", {
+            "models": ",".join(names), "dataset": dataset, "extra_models": ",".join(extra),
+            "n_pairs": n_pairs, "min_pairs": min_pairs, "seed": seed},
+            output=output, name="adversarial_diagnostic")
+    except PapermillExecutionError as exc:
+        if exc.ename == "ItsmError":
+            raise ItsmError(f"the adversarial diagnostic notebook failed: {exc.evalue}",
+                            where="reports/executed/adversarial_diagnostic.ipynb") from None
+        raise
+    out.print(f"report -> {html}")
+# --- end diagnose ---
+
+
 # --- augment (owned by augment.py) ---
 @app.command("augment")
 @friendly

@@ -25,6 +25,7 @@ def notebook(cells: list[tuple[str, str]], params: str) -> nbf.NotebookNode:
             c = nbf.v4.new_markdown_cell(src)
         else:
             c = nbf.v4.new_code_cell(src)
+        c.id = f"cell-{len(out):02d}"  # stable ids: regenerating never changes a diff
         out.append(c)
     nb.cells = out
     return nb
@@ -131,8 +132,66 @@ AUGMENT = notebook([
           'methods = "deletion,swap,duplication"\n'
           "seed = 42")
 
+DIAGNOSE = notebook([
+    ("md", "# Adversarial diagnostic — does the model understand, or match words?\n\n"
+           "Pairs drawn from **held-out** incidents only, so that word overlap points the "
+           "wrong way: *hard positives* are relevant pairs (same fine label, or linked "
+           "duplicates) that share few words (TF-IDF cosine at most the 25th percentile of "
+           "relevant pairs); *hard negatives* are pairs of different categories that share "
+           "many words (at least the 75th percentile of non-relevant pairs). The bands are "
+           "disjoint, so TF-IDF fails by construction. Each model's threshold comes from the "
+           "**validation** adversarial set, never from the diagnostic set. Verdict (the "
+           "seed's criteria): **pass** iff ROC-AUC ≥ 0.70 and F1 ≥ 0.70. When too few pairs "
+           "qualify, this notebook fails with the counts instead of passing. Built by "
+           "`itsm report diagnose`; all logic lives in `itsm_core.diagnose`."),
+    ("params", ""),
+    ("code", "%matplotlib inline\n"
+             "from itsm_core import diagnose, plots\n\n"
+             "summary = diagnose.run_from_params(\n"
+             "    models, dataset=dataset, extra_models=extra_models, incidents=incidents,\n"
+             "    n_pairs=n_pairs, min_pairs=min_pairs, seed=seed, lexical=lexical,\n"
+             "    leaderboard=leaderboard, out_dir=out_dir,\n)"),
+    ("md", "## The adversarial sets (bands and counts actually used)"),
+    ("code", "diagnose.set_table(summary)"),
+    ("md", "## Verdict per model (threshold from the validation split; value [95 % CI])"),
+    ("code", "diagnose.verdict_table(summary)"),
+    ("md", "## Shortcut and boilerplate sensitivity\n\n"
+           "*Shortcut*: category-ish words (e.g. \"hardware issue\", \"access request\") "
+           "appended to, or removed from, one side of a pair: mean |Δscore|, Δ relative to "
+           "the model's score spread, and the share of decisions that flip at the validation "
+           "threshold. *Boilerplate*: a signature, disclaimer and quoted email (with an "
+           "unrelated ticket) appended to a query: Jaccard overlap of its top-k neighbours "
+           "before / after (1.0 = unchanged), share keeping its first neighbour, and |Δ| of "
+           "its score with that neighbour."),
+    ("code", "diagnose.sensitivity_table(summary)"),
+    ("md", "## Score distributions: hard positives vs hard negatives"),
+    ("code", "plots.adversarial_distributions(diagnose.scored_pairs(summary),\n"
+             "                                diagnose.thresholds(summary));"),
+    ("md", "## Worst examples per model\n\n"
+           "The highest-scored hard negatives and the lowest-scored hard positives: the "
+           "pairs each model gets most wrong."),
+    ("code", "worst = diagnose.worst_examples_by_model(summary, n=5)\n"
+             "for name, table in worst.items():\n"
+             "    print(name)\n"
+             "    display(table)"),
+], params="# papermill parameters\n"
+          "# models: comma-separated model specs (baselines, zero-shot models)\n"
+          'models = "tfidf,bm25,minilm,mpnet"\n'
+          'dataset = "it_tickets"\n'
+          "# extra_models: e.g. trained model folders (comma-separated)\n"
+          'extra_models = ""\n'
+          "# incidents: an incidents file instead of the bundled data set (empty = dataset)\n"
+          'incidents = ""\n'
+          "n_pairs = 300\n"
+          "min_pairs = 30\n"
+          "seed = 42\n"
+          'lexical = "tfidf"\n'
+          "# leaderboard / out_dir: empty = models/results/leaderboard.csv and runs/\n"
+          'leaderboard = ""\n'
+          'out_dir = ""')
+
 NOTEBOOKS = {"02_augment.ipynb": AUGMENT, "03_train.ipynb": TRAIN,
-             "04_evaluate_v2.ipynb": EVALUATE}
+             "04_evaluate_v2.ipynb": EVALUATE, "05_adversarial_diagnostic.ipynb": DIAGNOSE}
 
 if __name__ == "__main__":
     NB_DIR.mkdir(exist_ok=True)

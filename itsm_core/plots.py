@@ -133,3 +133,24 @@ def ablation_bars(table: pd.DataFrame, metric: str = "ndcg@10", title: str = "")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def adversarial_distributions(scored_pairs_by_model: dict[str, pd.DataFrame],
+                              thresholds: dict[str, float] | None = None,
+                              title: str = "") -> plt.Figure:
+    """Score histograms of hard positives vs hard negatives of the adversarial set, one
+    panel per model; the dashed line is the model's validation threshold."""
+    n = max(len(scored_pairs_by_model), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
+    palette = {"hard_positive": "#3b75af", "hard_negative": "#d62728"}
+    for ax, (name, pairs) in zip(axes[0], scored_pairs_by_model.items()):
+        sns.histplot(data=pairs, x="score", hue="kind", hue_order=list(palette),
+                     palette=palette, element="step", stat="density", common_norm=False,
+                     ax=ax, bins=30)
+        if thresholds and name in thresholds and np.isfinite(thresholds[name]):
+            ax.axvline(thresholds[name], color="k", ls="--", lw=1)
+        ax.set_title(name)
+    fig.suptitle(title or "adversarial set: hard positives vs hard negatives "
+                 "(dashed = validation threshold)")
+    fig.tight_layout()
+    return fig
