@@ -353,7 +353,9 @@ def _tfidf_negatives(tr: pd.DataFrame, keys: Sequence[pd.Series], anchors: Seque
     pos = {n: i for i, n in enumerate(ids)}
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32)
     X = vec.fit_transform(tr["text"])
-    key_arrays = [k.to_numpy() for k in keys]
+    # integer codes per key (missing = -1): robust to pd.NA / NaN / string dtypes
+    key_codes = [pd.factorize(pd.Series(k).astype(object).where(pd.Series(k).notna(), None),
+                              use_na_sentinel=True)[0] for k in keys]
     out: dict[str, tuple[str, str]] = {}
     uniq = list(dict.fromkeys(anchors))
     for start in range(0, len(uniq), 512):
@@ -363,9 +365,9 @@ def _tfidf_negatives(tr: pd.DataFrame, keys: Sequence[pd.Series], anchors: Seque
         for r, a in zip(rows, chunk):
             s = sims[np.where(rows == r)[0][0]]
             bad = np.zeros(len(ids), bool)
-            for k in key_arrays:
-                if isinstance(k[r], str):
-                    bad |= k == k[r]
+            for codes in key_codes:
+                if codes[r] >= 0:
+                    bad |= codes == codes[r]
             bad[r] = True
             in_band = np.where((s >= band[0]) & (s < band[1]) & ~bad)[0]
             if len(in_band):
@@ -466,6 +468,9 @@ def generate_training_pairs(df: pd.DataFrame, texts: pd.Series, cfg: TrainPairCo
         if cfg.use_topic_group and "topic_group" in tr.columns:
             key = key.fillna("topic:" + tr["topic_group"].astype("string")).where(
                 key.notna() | tr["topic_group"].notna())
+        # negatives must have a KNOWN different label: unlabelled tickets could share the
+        # anchor's class, so the false-negative guard could not vouch for them
+        tr, key, label_key = tr[key.notna()], key[key.notna()], label_key[key.notna()]
         pos = _label_positives(tr, key, cfg, rng)
     pos = pos.drop_duplicates(["anchor_id", "positive_id"]).reset_index(drop=True)
     if pos.empty:

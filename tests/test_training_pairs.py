@@ -564,3 +564,32 @@ def test_make_pairs_with_links_bundle_validates(tmp_path):
     p, rep = make_pairs("tiny", incidents_path=path)
     assert set(p["source"]) == {"link"}
     assert rep.ok, rep.errors
+
+
+def test_regression_unlabelled_train_incidents_and_string_dtype_ids():
+    """Real data has unlabelled training tickets (label pd.NA) and string-dtype ids.
+
+    Label mode must not fail on them and must never draw a negative whose label is
+    unknown; links mode must not fail on string-dtype numbers.
+    """
+    from conftest import tiny_frame, tiny_links_frame
+
+    from itsm_core.pairs import TrainPairConfig, generate_training_pairs
+    from itsm_core.text import TextBuilder
+
+    df = tiny_frame()
+    extra = df[df["split"] == "train"].head(6).copy()
+    extra["number"] = [f"UNL{i}" for i in range(len(extra))]
+    extra[["category", "subcategory"]] = pd.NA
+    df = pd.concat([df, extra], ignore_index=True).astype({"number": "string",
+                                                           "category": "string",
+                                                           "subcategory": "string"})
+    texts = pd.Series(TextBuilder().build_series(df).to_numpy(), index=df["number"].to_numpy())
+    cfg = TrainPairConfig(positives_per_anchor=1, tfidf_band=(0.0, 1.01))
+    pairs = generate_training_pairs(df, texts, cfg)
+    used = set(pairs["anchor_id"]) | set(pairs["positive_id"]) | set(pairs["negative_id"].dropna())
+    assert not any(str(n).startswith("UNL") for n in used)
+    links = tiny_links_frame(df.iloc[:42]).rename(
+        columns={"incident": "a", "duplicate_of": "b"}).astype("string")
+    linked = generate_training_pairs(df, texts, cfg, links=links)
+    assert len(linked) > 0 and linked["negative_id"].notna().any()
