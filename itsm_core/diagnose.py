@@ -458,12 +458,10 @@ def build_diagnostic(
     Raises:
         ItsmError: bad input, or too few qualifying pairs (the loud failure).
     """
-    from itsm_core.data import read_sidecar
-    from itsm_core.evaluate import BenchmarkConfig, _resolve_defaults
-    from itsm_core.incidents import check_links_known, load_incidents, load_links
+    from itsm_core.evaluate import BenchmarkConfig, load_for_benchmark
+    from itsm_core.incidents import check_links_known, load_links
     from itsm_core.pairs import link_components
     from itsm_core.splits import assign_splits
-    from itsm_core.text import TextBuilder, check_label_leakage
 
     cfg = config or DiagnosticConfig()
     cfg.check()
@@ -471,24 +469,9 @@ def build_diagnostic(
     if not incidents.exists():
         raise ItsmError("incidents file not found", where=str(incidents),
                         fix="check the path (bundled data: run `itsm data build` first)")
-    bcfg = _resolve_defaults(incidents, labels, links, text_fields, BenchmarkConfig())
-    df = load_incidents(incidents, columns, text_fields=bcfg.text_fields, encoding=encoding)
-    if not bcfg.labels and not bcfg.links:
-        bcfg.labels = [c for c in ("category", "subcategory") if df[c].notna().any()]
-        if not bcfg.labels:
-            raise ItsmError("no relevance signal: the file has no category values and no "
-                            "links were given", where=str(incidents),
-                            fix="pass --labels <col>[,<col>...] or --links <csv>")
-    for col in bcfg.labels:
-        if col not in df.columns:
-            raise ItsmError(f"label column {col!r} not found", where=str(incidents),
-                            fix=f"choose labels from {list(df.columns)}")
-    check_label_leakage(bcfg.text_fields, bcfg.labels)
-    builder = TextBuilder(fields=tuple(bcfg.text_fields),
-                          max_chars_per_field=bcfg.max_chars_per_field)
-    texts = pd.Series(builder.build_series(df).to_numpy(), index=df["number"].to_numpy())
-    side = read_sidecar(incidents)
-    dataset = side.name if side is not None else incidents.stem.split(".")[0]
+    df, texts, bcfg, dataset = load_for_benchmark(
+        incidents, columns=columns, labels=labels, links=links, text_fields=text_fields,
+        config=BenchmarkConfig(), encoding=encoding)
     notes: list[str] = []
     if "split" in df.columns and df["split"].notna().any():
         split_of = df["split"].astype("string").fillna("").to_numpy()

@@ -152,23 +152,22 @@ def _resolve_defaults(incidents: Path, labels: list[str] | None, links: str | Pa
     return cfg
 
 
-def build_benchmark(
-    incidents: str | Path,
+def load_for_benchmark(
+    incidents: Path,
     *,
-    columns: str | Path | None = None,
-    labels: list[str] | None = None,
-    links: str | Path | None = None,
-    text_fields: list[str] | None = None,
-    config: BenchmarkConfig | None = None,
+    columns: str | Path | None,
+    labels: list[str] | None,
+    links: str | Path | None,
+    text_fields: list[str] | None,
+    config: BenchmarkConfig,
     encoding: str = "utf-8",
-) -> Benchmark:
-    """Load incidents and build queries, corpus, graded relevance and both pair sets.
+) -> tuple[pd.DataFrame, pd.Series, BenchmarkConfig, str]:
+    """Incidents, their texts (by number), the resolved config and the data set name.
 
-    Defaults for labels / links / text fields come from the data set's sidecar manifest
-    (``<file>.meta.json``) when the caller gives none.
+    Shared by evaluate_v2 and the adversarial diagnostic: sidecar defaults, the label /
+    link relevance signal, label columns checked, the leakage guard, the text builder.
     """
-    incidents = Path(incidents)
-    cfg = _resolve_defaults(incidents, labels, links, text_fields, config or BenchmarkConfig())
+    cfg = _resolve_defaults(incidents, labels, links, text_fields, config)
     df = load_incidents(incidents, columns, text_fields=cfg.text_fields, encoding=encoding)
     if not cfg.labels and not cfg.links:
         present = [c for c in ("category", "subcategory") if df[c].notna().any()]
@@ -188,6 +187,29 @@ def build_benchmark(
     texts = pd.Series(builder.build_series(df).to_numpy(), index=df["number"].to_numpy())
     side = read_sidecar(incidents)
     dataset = side.name if side is not None else incidents.stem.split(".")[0]
+    return df, texts, cfg, dataset
+
+
+def build_benchmark(
+    incidents: str | Path,
+    *,
+    columns: str | Path | None = None,
+    labels: list[str] | None = None,
+    links: str | Path | None = None,
+    text_fields: list[str] | None = None,
+    config: BenchmarkConfig | None = None,
+    encoding: str = "utf-8",
+) -> Benchmark:
+    """Load incidents and build queries, corpus, graded relevance and both pair sets.
+
+    Defaults for labels / links / text fields come from the data set's sidecar manifest
+    (``<file>.meta.json``) when the caller gives none.
+    """
+    incidents = Path(incidents)
+    df, texts, cfg, dataset = load_for_benchmark(incidents, columns=columns, labels=labels,
+                                                 links=links, text_fields=text_fields,
+                                                 config=config or BenchmarkConfig(),
+                                                 encoding=encoding)
     has_split = "split" in df.columns and df["split"].notna().any()
     common = dict(dataset=dataset, config=cfg, incidents_path=str(incidents),
                   incidents_sha256=sha256_file(incidents), texts=texts)
