@@ -17,6 +17,7 @@ import pandas as pd
 from itsm_core.config import RESULTS_DIR
 from itsm_core.errors import ItsmError
 from itsm_core.io import atomic_write_df, atomic_write_json, timestamp
+from itsm_core.results import ABLATION_MARK
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "recipe": {},
@@ -63,7 +64,7 @@ def run_ablation(dataset: str = "it_tickets", model: str = "minilm",
         opts = dict(VARIANTS[name])
         factor = opts.pop("augment", None)
         p = augment_pairs(pairs, AugmentConfig(expansion_factor=factor)) if factor else pairs
-        cfg = replace(base, name=f"{model}-ablation-{name}", **opts)
+        cfg = replace(base, name=f"{model}{ABLATION_MARK}{name}", **opts)
         res = run_training(cfg, pairs=p)
         runs[name] = res.run_dir / "evaluate"
         rec = res.test_record or {}

@@ -184,11 +184,12 @@ def benchmark_cmd(
 def leaderboard_cmd(
     dataset: Annotated[str | None, typer.Option(help="only this data set")] = None,
     markdown: Annotated[bool, typer.Option(help="print a Markdown table")] = False,
+    all_runs: Annotated[bool, typer.Option("--all", help="include ablation variants")] = False,
 ) -> None:
     """Show the latest evaluation per model with 95% CIs."""
     from itsm_core.results import format_with_ci, latest_per_model, read_leaderboard
 
-    board = latest_per_model(read_leaderboard())
+    board = latest_per_model(read_leaderboard(), include_ablation=all_runs)
     if dataset:
         board = board[board["dataset"] == dataset]
     if board.empty:

@@ -118,10 +118,17 @@ def read_leaderboard(path: str | Path = LEADERBOARD_CSV) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"run_id": str, "git_commit": str})
 
 
-def latest_per_model(board: pd.DataFrame, task: str | None = "evaluate") -> pd.DataFrame:
+ABLATION_MARK = "-ablation-"
+"""Model names of ablation variants contain this; they are hidden from the main views."""
+
+
+def latest_per_model(board: pd.DataFrame, task: str | None = "evaluate",
+                     include_ablation: bool = False) -> pd.DataFrame:
     """Keep the newest row per (task, data set, split, model)."""
     if task is not None:
         board = board[board["task"] == task]
+    if not include_ablation:
+        board = board[~board["model"].astype(str).str.contains(ABLATION_MARK, regex=False)]
     return (board.sort_values("timestamp")
             .drop_duplicates(["task", "dataset", "split", "relevance", "model"], keep="last")
             .reset_index(drop=True))
