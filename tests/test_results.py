@@ -248,3 +248,14 @@ def test_atomic_writes_replace_and_respect_umask(tmp_path: Path) -> None:
         back = pd.read_parquet(q) if name.endswith("parquet") else pd.read_csv(q)
         pd.testing.assert_frame_equal(back, df)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["d.csv", "d.parquet", "t.txt"]
+
+
+def test_latest_per_model_hides_ablation_variants_unless_asked():
+    from itsm_core.results import latest_per_model
+
+    board = pd.DataFrame({
+        "task": ["evaluate"] * 3, "dataset": ["d"] * 3, "split": ["test"] * 3,
+        "relevance": ["labels:c"] * 3, "timestamp": ["1", "2", "3"],
+        "model": ["minilm", "minilm-ablation-recipe", "minilm-ft"]})
+    assert set(latest_per_model(board)["model"]) == {"minilm", "minilm-ft"}
+    assert "minilm-ablation-recipe" in set(latest_per_model(board, include_ablation=True)["model"])
