@@ -22,15 +22,22 @@ from itsm_core.results import ABLATION_MARK
 VARIANTS: dict[str, dict[str, Any]] = {
     "recipe": {},
     "no_curriculum": {"curriculum": False},
-    "no_hard_negatives": {"use_negatives": False},
+    "plus_tfidf_negatives": {"use_negatives": True, "pairs": {"negatives": "tfidf"}},
+    "plus_embedding_negatives": {"use_negatives": True, "pairs": {"negatives": "embedding"}},
     "no_label_aware": {"label_aware": False},
     "plus_augmentation": {"augment": 0.5},
     "full_finetune": {"mode": "full"},
 }
+"""Each variant switches ONE thing relative to the default recipe (``TrainConfig()``):
+LoRA + MatryoshkaLoss over label-aware MNRL, curriculum order, (anchor, positive) pairs
+with in-batch negatives only. ``pairs`` options regenerate the pairs (same seed)."""
 DESCRIPTIONS = {
-    "recipe": "LoRA + MatryoshkaLoss(label-aware MNRL), curriculum, TF-IDF hard negatives",
+    "recipe": "default: LoRA + MatryoshkaLoss(label-aware MNRL), curriculum, "
+              "in-batch negatives only",
     "no_curriculum": "recipe, random batches instead of easy→medium→hard",
-    "no_hard_negatives": "recipe, (anchor, positive) pairs only",
+    "plus_tfidf_negatives": "recipe + one TF-IDF-band (0.3–0.5) hard negative per pair",
+    "plus_embedding_negatives": "recipe + one hard negative mined by the base model "
+                                "(sentence-transformers mine_hard_negatives)",
     "no_label_aware": "recipe, plain MNRL (same-label in-batch negatives kept)",
     "plus_augmentation": "recipe + augmented copies of half the pairs",
     "full_finetune": "recipe with full fine-tuning (lr 2e-5) instead of LoRA",
@@ -43,6 +50,7 @@ def run_ablation(dataset: str = "it_tickets", model: str = "minilm",
                  max_pairs: int | None = None) -> pd.DataFrame:
     """Train and evaluate each variant; write ``ablation_<dataset>_<ts>.csv/.json``."""
     from itsm_core.augment import AugmentConfig, augment_pairs
+    from itsm_core.pairs import TrainPairConfig
     from itsm_core.reports import paired_difference
     from itsm_core.train import config_for_profile, make_pairs, run_training
 
@@ -51,9 +59,18 @@ def run_ablation(dataset: str = "it_tickets", model: str = "minilm",
     if unknown:
         raise ItsmError(f"unknown ablation variant(s) {unknown}",
                         fix=f"choose from {list(VARIANTS)}")
-    pairs, report = make_pairs(dataset)
-    if not report.ok:
-        raise ItsmError("pair validation failed: " + "; ".join(report.errors))
+    pair_sets: dict[str, pd.DataFrame] = {}
+
+    def pairs_for(options: dict[str, Any]) -> pd.DataFrame:
+        pair_cfg = TrainPairConfig(**options)
+        key = repr(pair_cfg)
+        if key not in pair_sets:
+            pairs, report = make_pairs(dataset, pair_cfg)
+            if not report.ok:
+                raise ItsmError("pair validation failed: " + "; ".join(report.errors))
+            pair_sets[key] = pairs
+        return pair_sets[key]
+
     base = config_for_profile(profile, model=model, dataset=dataset)
     if max_steps:
         base = replace(base, max_steps=max_steps)
@@ -63,6 +80,7 @@ def run_ablation(dataset: str = "it_tickets", model: str = "minilm",
     for name in names:
         opts = dict(VARIANTS[name])
         factor = opts.pop("augment", None)
+        pairs = pairs_for(opts.pop("pairs", {}))
         p = augment_pairs(pairs, AugmentConfig(expansion_factor=factor)) if factor else pairs
         cfg = replace(base, name=f"{model}{ABLATION_MARK}{name}", **opts)
         res = run_training(cfg, pairs=p)
@@ -99,4 +117,89 @@ def latest_ablation(dataset: str = "it_tickets", out_dir: str | Path | None = No
                     ) -> pd.DataFrame | None:
     """The newest ablation table of a data set, or None when none was run."""
     files = sorted(Path(out_dir or RESULTS_DIR / "ablation").glob(f"ablation_{dataset}_*.csv"))
+    return pd.read_csv(files[-1]) if files else None
+
+
+SWEEPABLE = ("learning_rate", "lora_r", "lora_alpha", "max_pairs", "batch_size",
+             "mnrl_scale", "warmup_ratio", "weight_decay")
+
+
+def _coerce(param: str, value: str | float | int) -> float | int:
+    kind = type(getattr(_default_config(), param) or 0.0)
+    if param == "learning_rate":
+        kind = float
+    try:
+        return kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ItsmError(f"value {value!r} is not a number", where=f"--values ({param})",
+                        fix="pass comma-separated numbers, e.g. 2e-4,5e-4,1e-3") from exc
+
+
+def _default_config():
+    from itsm_core.train import TrainConfig
+
+    return TrainConfig()
+
+
+def run_sweep(param: str, values: list[str | float | int], dataset: str = "it_tickets",
+              model: str = "minilm", profile: str = "default", max_pairs: int | None = None,
+              out_dir: str | Path | None = None, **overrides: Any) -> pd.DataFrame:
+    """Train one run per value of ``param`` and rank them by VALIDATION NDCG@10 only.
+
+    The test split is never evaluated (``evaluate_test=False``), so the chosen value can
+    become a default without touching test. Every value trains on the same pairs.
+    Writes ``sweep_<param>_<dataset>_<model>_<ts>.csv/.json`` under results/sweeps/.
+    """
+    from itsm_core.train import config_for_profile, make_pairs, run_training
+
+    if param not in SWEEPABLE:
+        raise ItsmError(f"cannot sweep {param!r}", where="--param",
+                        fix=f"choose one of {list(SWEEPABLE)}")
+    if not values:
+        raise ItsmError("no values to sweep", where="--values", fix="pass e.g. 2e-4,5e-4,1e-3")
+    vals = [_coerce(param, v) for v in values]
+    pairs, report = make_pairs(dataset)
+    if not report.ok:
+        raise ItsmError("pair validation failed: " + "; ".join(report.errors))
+    base = config_for_profile(profile, model=model, dataset=dataset, evaluate_test=False,
+                              **overrides)
+    if max_pairs:
+        base = replace(base, max_pairs=max_pairs)
+    rows = []
+    for v in vals:
+        cfg = replace(base, **{param: v}, name=f"{model}{ABLATION_MARK}sweep-{param}-{v:g}")
+        res = run_training(cfg, pairs=pairs)
+        base_val = res.meta.get("base_validation") or {}
+        rows.append({
+            "param": param, "value": v,
+            "val_ndcg@10": res.meta.get("best_validation_ndcg@10"),
+            "base_val_ndcg@10": base_val.get("validation_ndcg@10"),
+            "best_step": _best_step(res.meta), "global_steps": res.meta.get("global_steps"),
+            "learning_rate": res.meta.get("learning_rate"),
+            "pairs_used": res.meta.get("pairs", {}).get("n_used"),
+            "train_seconds": res.meta.get("train_seconds"), "run_dir": str(res.run_dir),
+        })
+    table = pd.DataFrame(rows)
+    table["best"] = table["val_ndcg@10"] == table["val_ndcg@10"].max()
+    out = Path(out_dir or RESULTS_DIR / "sweeps")
+    stem = f"sweep_{param}_{dataset}_{model}_{timestamp()}"
+    atomic_write_df(out / f"{stem}.csv", table)
+    atomic_write_json(out / f"{stem}.json", {
+        "dataset": dataset, "model": model, "profile": profile, "param": param,
+        "selection": "validation NDCG@10 (test never evaluated)",
+        "config": {k: v for k, v in vars(base).items() if k != "extra"},
+        "rows": table.to_dict("records")})
+    return table
+
+
+def _best_step(meta: dict[str, Any]) -> int | None:
+    ckpt = meta.get("best_checkpoint") or ""
+    tail = str(ckpt).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def latest_sweep(param: str = "learning_rate", dataset: str = "it_tickets",
+                 out_dir: str | Path | None = None) -> pd.DataFrame | None:
+    """The newest sweep table of ``param`` on a data set, or None."""
+    files = sorted(Path(out_dir or RESULTS_DIR / "sweeps").glob(f"sweep_{param}_{dataset}_*.csv"))
     return pd.read_csv(files[-1]) if files else None

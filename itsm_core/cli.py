@@ -353,6 +353,33 @@ def ablation_cmd(
     out.print(t)
 
 
+@app.command("sweep")
+@friendly
+def sweep_cmd(
+    param: Annotated[str, typer.Option(help="TrainConfig field, e.g. learning_rate")] =
+    "learning_rate",
+    values: Annotated[str, typer.Option(help="comma-separated values")] = "2e-4,5e-4,1e-3",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    model: Annotated[str, typer.Option(help="model to train")] = "minilm",
+    profile: Annotated[str, typer.Option(help="training profile")] = "default",
+    max_pairs: Annotated[int | None, typer.Option(help="pair budget per run")] = None,
+    negatives: Annotated[bool | None, typer.Option(
+        "--negatives/--no-negatives", help="override the profile's use of hard negatives")
+    ] = None,
+) -> None:
+    """Choose a hyper-parameter on VALIDATION NDCG@10 (test is never evaluated)."""
+    from itsm_core.ablation import run_sweep
+
+    extra = {} if negatives is None else {"use_negatives": negatives}
+    table = run_sweep(param, _csv_list(values) or [], dataset, model, profile, max_pairs,
+                      **extra)
+    t = Table(param, "val ndcg@10", "zero-shot val", "best step", "train s", "")
+    for _, r in table.iterrows():
+        t.add_row(f"{r['value']:g}", f"{r['val_ndcg@10']:.4f}", f"{r['base_val_ndcg@10']:.4f}",
+                  str(r["best_step"]), f"{r['train_seconds']:.0f}", "best" if r["best"] else "")
+    out.print(t)
+
+
 @app.command("bench")
 @friendly
 def bench_cmd(
