@@ -83,16 +83,21 @@ def train_throughput(model_spec: str = "minilm", dataset: str = "it_tickets", st
                      batch_size: int = 32, max_seq_length: int = 128,
                      out_dir: str | Path | None = None) -> dict[str, Any]:
     """Pairs/s of the default recipe vs the plain sentence-transformers recipe."""
-    from itsm_core.train import make_pairs
+    from itsm_core.train import TrainConfig, make_pairs
 
+    recipe = TrainConfig()
     pairs, _ = make_pairs(dataset)
-    pairs = pairs[pairs["negative"].notna()].sample(steps * batch_size, random_state=SEED)
+    if recipe.use_negatives:
+        pairs = pairs[pairs["negative"].notna()]
+    pairs = pairs.sample(steps * batch_size, random_state=SEED)
+    # both recipes see the same texts: (anchor, positive[, negative]) as the recipe uses them
     plain = _time_recipe("plain_st", model_spec, pairs, lora=False, matryoshka=False,
-                         label_aware=False, curriculum=False, negatives=True, steps=steps,
-                         batch_size=batch_size, max_seq_length=max_seq_length)
-    ours = _time_recipe("default_recipe", model_spec, pairs, lora=True, matryoshka=True,
-                        label_aware=True, curriculum=True, negatives=True, steps=steps,
-                        batch_size=batch_size, max_seq_length=max_seq_length)
+                         label_aware=False, curriculum=False, negatives=recipe.use_negatives,
+                         steps=steps, batch_size=batch_size, max_seq_length=max_seq_length)
+    ours = _time_recipe("default_recipe", model_spec, pairs, lora=recipe.mode == "lora",
+                        matryoshka=recipe.matryoshka, label_aware=recipe.label_aware,
+                        curriculum=recipe.curriculum, negatives=recipe.use_negatives,
+                        steps=steps, batch_size=batch_size, max_seq_length=max_seq_length)
     result = {
         "model": model_spec, "dataset": dataset, "steps": steps, "batch_size": batch_size,
         "max_seq_length": max_seq_length, "threads": torch.get_num_threads(),
@@ -101,7 +106,8 @@ def train_throughput(model_spec: str = "minilm", dataset: str = "it_tickets", st
         "ratio_default_over_plain": round(ours.pairs_per_second / plain.pairs_per_second, 3),
         "note": "plain = full fine-tune, MNRL, random batches; default = LoRA, "
                 "MatryoshkaLoss(label-aware MNRL), curriculum sampler; both run one epoch "
-                "over the same sample of steps x batch_size triplets",
+                "over the same sample of steps x batch_size pairs (triplets when the recipe uses "
+                "hard negatives)", "recipe_uses_negatives": recipe.use_negatives,
     }
     out = Path(out_dir or RESULTS_DIR / "bench")
     atomic_write_json(out / f"train_throughput_{model_spec}_{timestamp()}.json", result)

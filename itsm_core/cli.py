@@ -281,11 +281,16 @@ def train_cmd(
     epochs: Annotated[float | None, typer.Option(help="epochs")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
     batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
-    curriculum: Annotated[bool, typer.Option(help="easy->hard phases")] = True,
-    negatives: Annotated[bool, typer.Option(help="use hard negatives")] = True,
-    label_aware: Annotated[bool, typer.Option(help="mask same-label in-batch negatives")] =
-    True,
-    matryoshka: Annotated[bool, typer.Option(help="MatryoshkaLoss")] = True,
+    curriculum: Annotated[bool | None, typer.Option(
+        "--curriculum/--no-curriculum", help="easy->hard phases [recipe: on]")] = None,
+    negatives: Annotated[bool | None, typer.Option(
+        "--negatives/--no-negatives", help="add one mined hard negative per pair "
+        "[recipe: off, chosen on validation]")] = None,
+    label_aware: Annotated[bool | None, typer.Option(
+        "--label-aware/--no-label-aware", help="mask same-label in-batch negatives "
+        "[recipe: on]")] = None,
+    matryoshka: Annotated[bool | None, typer.Option(
+        "--matryoshka/--no-matryoshka", help="MatryoshkaLoss [recipe: on]")] = None,
     name: Annotated[str | None, typer.Option(help="run name")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="run directory")] = None,
     resume: Annotated[str | None, typer.Option(help="checkpoint to resume from")] = None,
@@ -298,11 +303,11 @@ def train_cmd(
     overrides = {k: v for k, v in dict(
         mode=mode, learning_rate=lr, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, name=name, output_dir=str(out_dir) if out_dir else None,
-        resume_from_checkpoint=resume, pairs=str(pairs) if pairs else None).items()
-        if v is not None}
-    cfg = config_for_profile(profile, model=model, dataset=dataset, curriculum=curriculum,
-                             use_negatives=negatives, label_aware=label_aware,
-                             matryoshka=matryoshka, evaluate_test=evaluate_test, **overrides)
+        resume_from_checkpoint=resume, pairs=str(pairs) if pairs else None,
+        curriculum=curriculum, use_negatives=negatives, label_aware=label_aware,
+        matryoshka=matryoshka).items() if v is not None}
+    cfg = config_for_profile(profile, model=model, dataset=dataset,
+                             evaluate_test=evaluate_test, **overrides)
     res = run_training(cfg)
     out.print(f"run -> {res.run_dir}  (validation NDCG@10 "
               f"{res.meta.get('best_validation_ndcg@10')})")

@@ -284,3 +284,28 @@ def test_no_args_shows_help(runner) -> None:
     result = _invoke(runner)
     assert "evaluate" in result.output and "leaderboard" in result.output
 
+
+
+def test_train_flags_left_out_keep_the_recipe_defaults(runner, monkeypatch) -> None:
+    """`itsm train` without switches trains the documented recipe; switches override it."""
+    from types import SimpleNamespace
+
+    import itsm_core.train
+    from itsm_core.train import TrainConfig
+
+    seen: list[TrainConfig] = []
+
+    def fake_run(cfg):
+        seen.append(cfg)
+        return SimpleNamespace(run_dir=Path("x"), meta={}, test_record=None)
+
+    monkeypatch.setattr(itsm_core.train, "run_training", fake_run)
+    assert _invoke(runner, "train").exit_code == 0
+    assert _invoke(runner, "train", "--negatives", "--no-curriculum", "--lr", "1e-3"
+                   ).exit_code == 0
+    recipe = TrainConfig()
+    assert (seen[0].use_negatives, seen[0].curriculum, seen[0].label_aware,
+            seen[0].matryoshka) == (recipe.use_negatives, recipe.curriculum,
+                                   recipe.label_aware, recipe.matryoshka)
+    assert seen[1].use_negatives is True and seen[1].curriculum is False
+    assert seen[1].learning_rate == 1e-3
