@@ -195,4 +195,8 @@ def load_scorer(spec: str, **kwargs) -> Scorer:
         return TfidfScorer()
     if name.lower() == "bm25":
         return BM25Scorer()
+    from itsm_core.ensemble import is_ensemble_spec, load_ensemble
+
+    if is_ensemble_spec(name):  # ensemble:a,b or a folder with itsm_ensemble.json
+        return load_ensemble(name, **kwargs)
     return DenseScorer(name, **kwargs)

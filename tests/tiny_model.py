@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 
-def build_tiny_model(out: Path, name: str = "tiny") -> Path:
+def build_tiny_model(out: Path, name: str = "tiny", seed: int = 0) -> Path:
     """Save a tiny BERT sentence-transformer (mean pooling + normalize) to ``out``."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -23,7 +23,7 @@ def build_tiny_model(out: Path, name: str = "tiny") -> Path:
 
     from itsm_core.models import resolve_spec
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(resolve_spec("minilm").path)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
                      num_attention_heads=2, intermediate_size=64,
