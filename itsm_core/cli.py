@@ -577,5 +577,164 @@ def augment_cmd(
 # --- end augment ---
 
 
+# --- pretrain / ensemble / distill (owned by pretrain.py, ensemble.py, distill.py) ---
+def _max_texts_help(default: str) -> str:
+    return f"training-split texts to use (0 = all; default: the profile's, {default})"
+
+
+def _print_frame(df, title: str) -> None:  # noqa: ANN001 - pandas DataFrame
+    t = Table(*[str(c) for c in df.columns], title=title)
+    for _, r in df.iterrows():
+        t.add_row(*[escape(str(v)) for v in r.to_numpy()])
+    out.print(t)
+
+
+@app.command("pretrain")
+@friendly
+def pretrain_cmd(
+    model: Annotated[str, typer.Option(help="registry key or model folder")] = "minilm",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    method: Annotated[str, typer.Option(help="simcse or tsdae")] = "simcse",
+    profile: Annotated[str, typer.Option(help="default (CPU, ~4k texts), full, smoke")] =
+    "default",
+    max_texts: Annotated[int | None, typer.Option(help=_max_texts_help("4000"))] = None,
+    max_seq_length: Annotated[int | None, typer.Option(help="token limit")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    epochs: Annotated[float | None, typer.Option(help="epochs")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
+    finetune: Annotated[bool, typer.Option(
+        help="then run the supervised fine-tune (itsm train) from the adapted model")] = True,
+    train_profile: Annotated[str, typer.Option(help="profile of that fine-tune")] = "default",
+    name: Annotated[str | None, typer.Option(help="run name")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="new run directory")] = None,
+    evaluate_test: Annotated[bool, typer.Option(help="evaluate_v2 on test afterwards")] = True,
+) -> None:
+    """Unsupervised domain adaptation (SimCSE / TSDAE) on TRAINING-split texts, selected on
+    validation; then base -> +adaptation -> +fine-tune vs fine-tune alone, with CIs."""
+    from itsm_core.pretrain import format_stage_table, pt_summary, run_from_params
+
+    res = run_from_params(
+        model=model, dataset=dataset, method=method, profile=profile,
+        train_profile=train_profile, max_texts=-1 if max_texts is None else max_texts,
+        finetune=finetune, max_seq_length=max_seq_length, learning_rate=lr, epochs=epochs,
+        max_steps=max_steps, batch_size=batch_size, name=name,
+        output_dir=str(out_dir) if out_dir else None, evaluate_test=evaluate_test)
+    meta = res.pretrain.meta
+    before = meta["base_validation"].get("validation_ndcg@10")
+    out.print(f"adapted model -> {res.pretrain.model_dir}  ({pt_summary(meta)}; validation "
+              f"NDCG@10 {before} -> {meta['best_validation_ndcg@10']})")
+    if res.finetune is not None:
+        out.print(f"fine-tuned from it -> {res.finetune.run_dir}")
+    if not res.table.empty:
+        _print_frame(format_stage_table(res.table).drop(columns=["note"]),
+                     f"stages on {dataset} (test; value [95% CI], paired differences)")
+        out.print(f"stage table -> {res.table_path}")
+
+
+@report_app.command("pretrain")
+@friendly
+def report_pretrain(
+    model: Annotated[str, typer.Option(help="model to adapt")] = "minilm",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    method: Annotated[str, typer.Option(help="simcse or tsdae")] = "simcse",
+    profile: Annotated[str, typer.Option(help="pre-training profile")] = "default",
+    train_profile: Annotated[str, typer.Option(help="fine-tune profile")] = "default",
+    max_texts: Annotated[int, typer.Option(help="-1 = the profile's, 0 = all")] = -1,
+    output: Annotated[Path | None, typer.Option(help="HTML path")] = None,
+) -> None:
+    """Run notebooks/06_pretrain.ipynb (it trains) -> reports/pretrain_<dataset>.html."""
+    from itsm_core.reports import run_report
+
+    html = run_report("06_pretrain", {
+        "model": model, "dataset": dataset, "method": method, "profile": profile,
+        "train_profile": train_profile, "max_texts": max_texts},
+        output=output, name=f"pretrain_{dataset}")
+    out.print(f"report -> {html}")
+
+
+@app.command("ensemble")
+@friendly
+def ensemble_cmd(
+    members: Annotated[str, typer.Option(help="comma-separated model specs (keys, folders)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="new folder for the ensemble")],
+    name: Annotated[str | None, typer.Option(help="model name (default: folder name)")] =
+    None,
+    weights: Annotated[str | None, typer.Option(help="comma-separated weights")] = None,
+    method: Annotated[str, typer.Option(help="concat (embeddings) or zmean (scores)")] =
+    "concat",
+) -> None:
+    """Define an ensemble; evaluate it like any model: itsm evaluate --model <folder>."""
+    from itsm_core.ensemble import create_ensemble
+
+    try:
+        w = [float(x) for x in _csv_list(weights) or []]
+    except ValueError:
+        raise ItsmError("weights must be numbers", where="--weights",
+                        fix="e.g. --weights 1,1,0.5") from None
+    folder = create_ensemble(_csv_list(members) or [], out_dir, name=name, weights=w,
+                             method=method)
+    out.print(f"ensemble -> {folder}  (use it as --model / --teacher)")
+
+
+@app.command("distill")
+@friendly
+def distill_cmd(
+    teacher: Annotated[str, typer.Option(help="teacher model spec (e.g. an ensemble folder)")],
+    student: Annotated[str, typer.Option(help="student model (registry key or folder)")] =
+    "minilm",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    loss: Annotated[str, typer.Option(help="mse (projection) or margin-mse")] = "mse",
+    profile: Annotated[str, typer.Option(help="default (CPU, ~3k texts), full, smoke")] =
+    "default",
+    max_texts: Annotated[int | None, typer.Option(help=_max_texts_help("3000"))] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    epochs: Annotated[float | None, typer.Option(help="epochs")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
+    name: Annotated[str | None, typer.Option(help="run name")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="new run directory")] = None,
+    compare: Annotated[bool, typer.Option(
+        help="compare student / teacher / student alone (quality, size, speed)")] = True,
+) -> None:
+    """Distil a teacher into a small student on TRAINING-split texts; select on validation,
+    evaluate student (and teacher) on test, add leaderboard rows."""
+    from itsm_core.distill import format_comparison, run_from_params
+
+    res, table = run_from_params(
+        teacher=teacher, student=student, dataset=dataset, loss=loss, profile=profile,
+        max_texts=-1 if max_texts is None else max_texts, compare=compare,
+        learning_rate=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        name=name, output_dir=str(out_dir) if out_dir else None)
+    out.print(f"student -> {res.model_dir}  (validation NDCG@10 "
+              f"{res.meta['base_validation'].get('validation_ndcg@10')} -> "
+              f"{res.meta['best_validation_ndcg@10']})")
+    if not table.empty:
+        _print_frame(format_comparison(table), f"distillation on {dataset} (test)")
+        out.print(f"comparison -> {res.run_dir / 'comparison.csv'}")
+
+
+@report_app.command("distill")
+@friendly
+def report_distill(
+    teacher: Annotated[str, typer.Option(help="teacher model spec")],
+    student: Annotated[str, typer.Option(help="student model")] = "minilm",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    loss: Annotated[str, typer.Option(help="mse or margin-mse")] = "mse",
+    profile: Annotated[str, typer.Option(help="distillation profile")] = "default",
+    max_texts: Annotated[int, typer.Option(help="-1 = the profile's, 0 = all")] = -1,
+    output: Annotated[Path | None, typer.Option(help="HTML path")] = None,
+) -> None:
+    """Run notebooks/07_distill.ipynb (it trains) -> reports/distill_<dataset>.html."""
+    from itsm_core.reports import run_report
+
+    html = run_report("07_distill", {
+        "teacher": teacher, "student": student, "dataset": dataset, "loss": loss,
+        "profile": profile, "max_texts": max_texts},
+        output=output, name=f"distill_{dataset}")
+    out.print(f"report -> {html}")
+# --- end pretrain / ensemble / distill ---
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -434,3 +434,28 @@ def distill_summary(meta: dict[str, Any]) -> pd.DataFrame:
         "git commit": meta.get("git_commit"),
     }
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def run_from_params(teacher: str, student: str = "minilm", dataset: str = "it_tickets",
+                    loss: str = "mse", profile: str = "default", max_texts: int | None = -1,
+                    compare: bool = True, **overrides: Any
+                    ) -> tuple[DistillResult, pd.DataFrame]:
+    """Notebook / CLI entry: distil, then compare (``max_texts`` -1 = profile, 0 = all)."""
+    if max_texts is not None and max_texts >= 0:
+        overrides["max_texts"] = max_texts or None
+    cfg = config_for_profile(profile, teacher=teacher, student=student, dataset=dataset,
+                             loss=loss, **{k: v for k, v in overrides.items() if v is not None})
+    res = run_distill(cfg)
+    table = pd.DataFrame()
+    if compare and cfg.evaluate_test:
+        table = comparison(res.run_dir)
+        save_comparison(table, res.run_dir)
+    return res, table
+
+
+def comparison_board(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a test result, shaped for :func:`itsm_core.plots.metric_with_ci`."""
+    if "ndcg@10" not in table.columns:
+        return pd.DataFrame()
+    meta_cols = {"dataset": "distillation", "model_kind": "dense"}
+    return table.dropna(subset=["ndcg@10"]).assign(**meta_cols)

@@ -190,8 +190,93 @@ DIAGNOSE = notebook([
           'leaderboard = ""\n'
           'out_dir = ""')
 
+PRETRAIN = notebook([
+    ("md", "# Domain adaptation before fine-tuning (SimCSE / TSDAE)\n\n"
+           "Unsupervised SimCSE (each text is its own positive through dropout, "
+           "MultipleNegativesRankingLoss over in-batch negatives) or TSDAE "
+           "(DenoisingAutoEncoderLoss) on **training-split texts only** — unlabelled "
+           "tickets / bug reports included; validation and test incidents, and training "
+           "texts that duplicate them, are excluded. The checkpoint is chosen on "
+           "validation NDCG@10. Then the supervised fine-tune (the training recipe, "
+           "unchanged) starts from the adapted model. The stage table compares "
+           "base → +adaptation → +fine-tune with the fine-tune alone (same training "
+           "config) on the held-out test split, with paired bootstrap CIs. Run by "
+           "`itsm report pretrain`; all logic lives in `itsm_core.pretrain`."),
+    ("params", ""),
+    ("code", "%matplotlib inline\n"
+             "from itsm_core import plots, pretrain\n\n"
+             "result = pretrain.run_from_params(\n"
+             "    model=model, dataset=dataset, method=method, profile=profile,\n"
+             "    train_profile=train_profile, max_texts=max_texts, finetune=finetune)\n"
+             "meta = result.pretrain.meta"),
+    ("md", "## Pre-training run (real settings, measured time)"),
+    ("code", "pretrain.pretrain_summary(meta)"),
+    ("md", "## Which texts were used (training split only)"),
+    ("code", "meta['texts']"),
+    ("md", "## Loss and validation curves of the adaptation"),
+    ("code", "plots.training_curves(*pretrain.history_frames(meta), title=meta['name']);"),
+    ("md", "## Stages on the held-out test split (value [95 % CI]; Δ = paired difference)"),
+    ("code", "pretrain.format_stage_table(result.table)"),
+    ("code", "plots.metric_with_ci(pretrain.stage_board(result.table), 'ndcg@10', by='stage');"),
+    ("code", "plots.metric_with_ci(pretrain.stage_board(result.table), 'mrr@10', by='stage');"),
+    ("md", "## Did each stage help? (a CI that contains 0 = no significant difference)"),
+    ("code", "pretrain.verdicts(result.table, 'ndcg@10')"),
+    ("code", "pretrain.verdicts(result.table, 'mrr@10')"),
+], params="# papermill parameters\n"
+          'model = "minilm"\n'
+          'dataset = "it_tickets"\n'
+          "# method: simcse or tsdae\n"
+          'method = "simcse"\n'
+          "# profile: default (CPU, ~4k texts), full (all training texts), smoke\n"
+          'profile = "default"\n'
+          "# train_profile: profile of the supervised fine-tune that follows\n"
+          'train_profile = "default"\n'
+          "# max_texts: -1 = the profile's, 0 = all training-split texts\n"
+          "max_texts = -1\n"
+          "finetune = True")
+
+DISTILL = notebook([
+    ("md", "# Ensemble → one small student (knowledge distillation)\n\n"
+           "The teacher (e.g. an ensemble of fine-tuned models, `itsm ensemble`) embeds "
+           "**training-split texts only**; the student learns them with "
+           "sentence-transformers' MSELoss through a projection into the teacher's space "
+           "(or MarginMSELoss on teacher-mined triplets). Checkpoint chosen on "
+           "validation NDCG@10. Student, teacher, the student trained alone (the plain "
+           "fine-tune) and the zero-shot student are compared on the held-out test split: "
+           "quality with CIs and paired differences, size, encode speed. Run by "
+           "`itsm report distill`; all logic lives in `itsm_core.distill`."),
+    ("params", ""),
+    ("code", "%matplotlib inline\n"
+             "from itsm_core import distill, plots, pretrain\n\n"
+             "result, table = distill.run_from_params(\n"
+             "    teacher=teacher, student=student, dataset=dataset, loss=loss,\n"
+             "    profile=profile, max_texts=max_texts)\n"
+             "meta = result.meta"),
+    ("md", "## Distillation run (real settings, measured time)"),
+    ("code", "distill.distill_summary(meta)"),
+    ("md", "## Loss and validation curves"),
+    ("code", "plots.training_curves(*pretrain.history_frames(meta), title=meta['name']);"),
+    ("md", "## Student vs teacher vs student alone (test; value [95 % CI]; "
+           "Δ = paired difference student − row)\n\n"
+           "Size and encode speed are measured in this run, one model after the other, on "
+           "the same validation texts."),
+    ("code", "distill.format_comparison(table)"),
+    ("code", "plots.metric_with_ci(distill.comparison_board(table), 'ndcg@10', by='role');"),
+], params="# papermill parameters\n"
+          "# teacher: a model spec, e.g. an ensemble folder from `itsm ensemble`\n"
+          'teacher = ""\n'
+          'student = "minilm"\n'
+          'dataset = "it_tickets"\n'
+          "# loss: mse (projection) or margin-mse\n"
+          'loss = "mse"\n'
+          "# profile: default (CPU, ~3k texts), full, smoke\n"
+          'profile = "default"\n'
+          "# max_texts: -1 = the profile's, 0 = all training-split texts\n"
+          "max_texts = -1")
+
 NOTEBOOKS = {"02_augment.ipynb": AUGMENT, "03_train.ipynb": TRAIN,
-             "04_evaluate_v2.ipynb": EVALUATE, "05_adversarial_diagnostic.ipynb": DIAGNOSE}
+             "04_evaluate_v2.ipynb": EVALUATE, "05_adversarial_diagnostic.ipynb": DIAGNOSE,
+             "06_pretrain.ipynb": PRETRAIN, "07_distill.ipynb": DISTILL}
 
 if __name__ == "__main__":
     NB_DIR.mkdir(exist_ok=True)

@@ -569,3 +569,29 @@ def format_stage_table(table: pd.DataFrame, metrics: tuple[str, ...] = ("ndcg@10
                 fmt(r[c], r[f"{c}_ci_low"], r[f"{c}_ci_high"], "+") for _, r in table.iterrows()]
     out["note"] = table["note"]
     return out
+
+
+def run_from_params(model: str = "minilm", dataset: str = "it_tickets", method: str = "simcse",
+                    profile: str = "default", train_profile: str = "default",
+                    max_texts: int | None = -1, finetune: bool = True, **overrides: Any
+                    ) -> StagesResult:
+    """Notebook / CLI entry: ``max_texts`` -1 = the profile's, 0 = all training texts."""
+    if max_texts is not None and max_texts >= 0:
+        overrides["max_texts"] = max_texts or None
+    cfg = config_for_profile(profile, model=model, dataset=dataset, method=method,
+                             **{k: v for k, v in overrides.items() if v is not None})
+    return run_stages(cfg, finetune=finetune, train_profile=train_profile)
+
+
+def stage_board(table: pd.DataFrame) -> pd.DataFrame:
+    """Stages with a test result, shaped for :func:`itsm_core.plots.metric_with_ci`."""
+    if "ndcg@10" not in table.columns:
+        return pd.DataFrame()
+    return table.dropna(subset=["ndcg@10"]).assign(model_kind="dense")
+
+
+def history_frames(meta: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(loss by step, validation metrics by step) of a pre-training / distillation run."""
+    from itsm_core.train import history_frames as frames
+
+    return frames(meta)

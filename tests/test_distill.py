@@ -198,3 +198,25 @@ def test_distill_tiny_ensemble_into_tiny_student(tmp_path, tiny_models, bundle, 
     assert table.loc["student (distilled)", "encode_sentences_per_s"] > 0
     assert "student_minus_this_ndcg@10" in table.columns
     assert pd.isna(table.loc["student trained alone", "ndcg@10"])  # none in this leaderboard
+
+
+def test_cli_ensemble_distill_pretrain_errors_and_ensemble_folder(tmp_path, tiny_models):
+    from typer.testing import CliRunner
+
+    from itsm_core.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["ensemble", "--members", f"{tiny_models[0]},{tiny_models[1]}",
+                              "--out", str(tmp_path / "ens"), "--weights", "1,2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ens" / "itsm_ensemble.json").read_text())["weights"] == [1, 2]
+    for args, msg in ((["ensemble", "--members", "minilm", "--out", str(tmp_path / "e2")],
+                       "two members"),
+                      (["ensemble", "--members", "minilm,mpnet", "--out", str(tmp_path / "e3"),
+                        "--weights", "1,x"], "numbers"),
+                      (["distill", "--teacher", str(tmp_path / "ens"), "--loss", "kl"], "loss"),
+                      (["pretrain", "--method", "bert-flow"], "method"),
+                      (["pretrain", "--profile", "huge"], "profile")):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and msg in res.output, (args, res.output)
+    assert not (tmp_path / "e2").exists()
