@@ -459,3 +459,10 @@ def comparison_board(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     meta_cols = {"dataset": "distillation", "model_kind": "dense"}
     return table.dropna(subset=["ndcg@10"]).assign(**meta_cols)
+
+
+def comparison_plot(table: pd.DataFrame, metric: str = "ndcg@10"):
+    """Bars with 95 % CIs per role (None when nothing was evaluated on test)."""
+    from itsm_core.pretrain import stage_plot
+
+    return stage_plot(comparison_board(table), metric, by="role")

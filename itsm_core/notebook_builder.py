@@ -217,8 +217,8 @@ PRETRAIN = notebook([
     ("code", "plots.training_curves(*pretrain.history_frames(meta), title=meta['name']);"),
     ("md", "## Stages on the held-out test split (value [95 % CI]; Δ = paired difference)"),
     ("code", "pretrain.format_stage_table(result.table)"),
-    ("code", "plots.metric_with_ci(pretrain.stage_board(result.table), 'ndcg@10', by='stage');"),
-    ("code", "plots.metric_with_ci(pretrain.stage_board(result.table), 'mrr@10', by='stage');"),
+    ("code", "pretrain.stage_plot(result.table, 'ndcg@10');"),
+    ("code", "pretrain.stage_plot(result.table, 'mrr@10');"),
     ("md", "## Did each stage help? (a CI that contains 0 = no significant difference)"),
     ("code", "pretrain.verdicts(result.table, 'ndcg@10')"),
     ("code", "pretrain.verdicts(result.table, 'mrr@10')"),
@@ -261,7 +261,7 @@ DISTILL = notebook([
            "Size and encode speed are measured in this run, one model after the other, on "
            "the same validation texts."),
     ("code", "distill.format_comparison(table)"),
-    ("code", "plots.metric_with_ci(distill.comparison_board(table), 'ndcg@10', by='role');"),
+    ("code", "distill.comparison_plot(table, 'ndcg@10');"),
 ], params="# papermill parameters\n"
           "# teacher: a model spec, e.g. an ensemble folder from `itsm ensemble`\n"
           'teacher = ""\n'

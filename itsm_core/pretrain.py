@@ -590,6 +590,16 @@ def stage_board(table: pd.DataFrame) -> pd.DataFrame:
     return table.dropna(subset=["ndcg@10"]).assign(model_kind="dense")
 
 
+def stage_plot(table: pd.DataFrame, metric: str = "ndcg@10", by: str = "stage"):
+    """Bars with 95 % CIs per stage (None when nothing was evaluated on test)."""
+    from itsm_core import plots
+
+    board = stage_board(table)
+    if board.empty or metric not in board.columns:
+        return None
+    return plots.metric_with_ci(board, metric, by=by)
+
+
 def history_frames(meta: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(loss by step, validation metrics by step) of a pre-training / distillation run."""
     from itsm_core.train import history_frames as frames

@@ -147,6 +147,11 @@ def test_stage_table_paired_differences_and_verdicts(tmp_path):
     assert got[("base", "fine-tune alone")] == "no significant difference"
     shown = format_stage_table(table)
     assert "ndcg@10 Δ vs base" in shown.columns
+    from itsm_core.pretrain import stage_plot
+
+    fig = stage_plot(table, "ndcg@10")
+    assert len(fig.axes[0].patches) == 3  # the stage without a result is not drawn
+    assert stage_plot(table.iloc[3:], "ndcg@10") is None
 
 
 @pytest.mark.weights
