@@ -251,6 +251,33 @@ def _loss_and_data(model, cfg: PretrainConfig, texts: list[str]):
     return loss, Dataset.from_dict({"damaged": damaged, "original": texts})
 
 
+def at_seq_length(evaluator, length: int):
+    """The evaluator, run with the model's token limit set to ``length`` (then restored).
+
+    Training uses a short limit for speed; selection on validation and the final
+    evaluation both see the model at the limit it is used with.
+    """
+    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+
+    class AtSeqLength(SentenceEvaluator):
+        def __init__(self):
+            super().__init__()
+            self.inner = evaluator
+            self.name = getattr(evaluator, "name", "")
+            self.primary_metric = evaluator.primary_metric
+            self.greater_is_better = getattr(evaluator, "greater_is_better", True)
+
+        def __call__(self, model, *args, **kwargs):
+            old = model.max_seq_length
+            model.max_seq_length = length
+            try:
+                return self.inner(model, *args, **kwargs)
+            finally:
+                model.max_seq_length = old
+
+    return AtSeqLength()
+
+
 def run_pretrain(cfg: PretrainConfig, *, incidents_path: str | Path | None = None
                  ) -> PretrainResult:
     """Adapt a model on training-split texts, select on validation, evaluate on test."""
@@ -271,6 +298,7 @@ def run_pretrain(cfg: PretrainConfig, *, incidents_path: str | Path | None = Non
     _, _, inc_path = _incidents_and_texts(cfg.dataset, incidents_path)
     model, spec = load_sentence_transformer(cfg.model)
     base_name = spec.extra.get("base_model") if spec.extra else None
+    eval_seq_length = model.max_seq_length  # the base's: adapted and base compare alike
     model.max_seq_length = cfg.max_seq_length
     torch.manual_seed(cfg.seed)
     texts = pt.texts.tolist()
@@ -286,7 +314,8 @@ def run_pretrain(cfg: PretrainConfig, *, incidents_path: str | Path | None = Non
     val_bench = subsample_corpus(build_benchmark(inc_path, config=BenchmarkConfig(
         query_split="validation", threshold_split="validation", n_resamples=0)),
         cfg.max_validation_corpus, cfg.seed)
-    evaluator = validation_evaluator(val_bench, replace(spec, key=run_name))
+    evaluator = at_seq_length(validation_evaluator(val_bench, replace(spec, key=run_name)),
+                              eval_seq_length)
     steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
     eval_steps = max(1, min(cfg.eval_steps, steps_per_epoch))
     args = SentenceTransformerTrainingArguments(
@@ -308,6 +337,7 @@ def run_pretrain(cfg: PretrainConfig, *, incidents_path: str | Path | None = Non
     trainer.train()
     train_seconds = time.time() - t0
     model = trainer.model
+    model.max_seq_length = eval_seq_length  # trained short for speed, used like the base
     model_dir = run_dir / "model"
     model.save_pretrained(str(model_dir))
     meta_spec = {**spec.to_dict(), "path": None, "extra": {
@@ -318,6 +348,7 @@ def run_pretrain(cfg: PretrainConfig, *, incidents_path: str | Path | None = Non
         "pretrain_config": asdict(cfg), "method": cfg.method,
         "loss": type(loss).__name__,
         "texts": pt.counts, "texts_sha256": _texts_hash(texts),
+        "eval_max_seq_length": eval_seq_length,
         "incidents": str(inc_path), "incidents_sha256": sha256_file(inc_path),
         "git_commit": git_commit(), "threads": torch.get_num_threads(),
         "train_seconds": round(train_seconds, 1), "global_steps": steps,

@@ -177,6 +177,11 @@ def test_pretrain_run_on_tiny_model_writes_adapted_model(tmp_path, bundle, metho
     spec = resolve_spec(str(res.model_dir))
     assert spec.key == f"tiny-{method}" and spec.extra["base_model"] == "tiny"
     assert spec.matryoshka_dims == (32, 16)
+    from sentence_transformers import SentenceTransformer
+
+    # trained at 32 tokens for speed, saved (and evaluated) at the base model's 64
+    assert cfg.max_seq_length == 32 and meta["eval_max_seq_length"] == 64
+    assert SentenceTransformer(str(res.model_dir), device="cpu").max_seq_length == 64
     assert res.test_record["model"] == f"tiny-{method}"
     assert (res.run_dir / "evaluate" / "per_query.csv").exists()
     with pytest.raises(ItsmError):  # never overwrite a run
