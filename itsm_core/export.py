@@ -1,0 +1,587 @@
+"""Deployment export: a trained model as ONNX (fp32 + dynamic INT8) with its tokenizer.
+
+``export_model`` turns any model spec that sentence-transformers loads (a registry key, a
+fine-tuned run's ``model/`` folder with its LoRA adapter already merged, a hub id) into a
+self-contained folder::
+
+    <out>/
+      itsm_export.json      # what the folder is: spec, pooling, max_seq_length, variants,
+                            # excluded nodes, source fingerprint, measured report
+      model_fp32.onnx       # torch.onnx.export of transformer + pooling (+ Dense) layers
+      model_int8.onnx       # onnxruntime.quantization.quantize_dynamic, per-channel INT8
+      tokenizer/            # the model's fast tokenizer (tokenizer.json)
+      export_report.json    # the side-by-side measurement (also inside itsm_export.json)
+
+The folder is a model spec everywhere (``itsm evaluate --model <folder>``, ``itsm index
+build --model <folder>``): :func:`itsm_core.scoring.load_scorer` detects ``itsm_export.json``
+and plugs an :class:`OnnxEncoder` (same ``encode`` signature as sentence-transformers) into
+the usual :class:`~itsm_core.scoring.DenseScorer`. ``<folder>/model_fp32.onnx`` selects
+the fp32 variant; the folder alone means INT8.
+
+Quantization keeps some MatMuls in fp32 where INT8 costs accuracy. Which ones is a
+parameter (regular expressions over ONNX node names, :data:`FP32_NODE_DEFAULTS` per
+architecture); MPNet's FFN down-projections (``layer.N/output/dense``) are the known case.
+Choices are justified on cosine agreement with torch over validation texts, never on test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from itsm_core.errors import ItsmError
+from itsm_core.io import atomic_write_json, sha256_file
+from itsm_core.models import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+EXPORT_META_FILE = "itsm_export.json"
+EXPORT_REPORT_FILE = "export_report.json"
+VARIANTS = ("int8", "fp32")
+ONNX_FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}
+OPSET = 17
+
+FFN_DOWN_PROJECTIONS = r"/layer\.\d+/output/dense/MatMul$"
+"""The second FFN matmul of every encoder layer (BERT and MPNet both name it
+``encoder.layer.N.output.dense``; the attention output is ``attention/output/dense`` in
+BERT and ``attention/o`` in MPNet, so it does not match)."""
+
+FP32_NODE_DEFAULTS: dict[str, tuple[str, ...]] = {
+    # MPNet: INT8 FFN down-projections measurably lower cosine agreement (outlier
+    # activations after GELU); they stay fp32.
+    "mpnet": (FFN_DOWN_PROJECTIONS,),
+    "bert": (),
+}
+"""Default node-name patterns kept in fp32, by ``config.json`` ``model_type``."""
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def default_fp32_nodes(model_type: str | None) -> tuple[str, ...]:
+    """Default fp32 patterns for an architecture (``config.json`` ``model_type``)."""
+    return FP32_NODE_DEFAULTS.get(str(model_type or "").lower(), ())
+
+
+def _model_type(path: str | Path | None) -> str | None:
+    cfg = Path(path or "") / "config.json"
+    if cfg.exists():
+        try:
+            return json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
+def matching_nodes(onnx_path: str | Path, patterns: Sequence[str],
+                   op_types: Sequence[str] = ("MatMul", "Gemm")) -> list[str]:
+    """Names of ``op_types`` nodes of an ONNX graph that match any regex in ``patterns``."""
+    import onnx
+
+    if not patterns:
+        return []
+    try:
+        regexes = [re.compile(p) for p in patterns]
+    except re.error as exc:
+        raise ItsmError(f"invalid node pattern ({exc})", where="--fp32-nodes",
+                        fix="pass regular expressions over ONNX node names, e.g. "
+                        f"'{FFN_DOWN_PROJECTIONS}'") from exc
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in op_types
+            and any(r.search(n.name) for r in regexes)]
+
+
+class _EmbeddingGraph:
+    """torch module: token ids -> pooled sentence embedding (not yet normalised)."""
+
+    def __new__(cls, st_model, input_names: Sequence[str]):  # noqa: ANN001
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.st = st_model
+
+            def forward(self, *tensors):
+                feats = dict(zip(input_names, tensors))
+                return self.st(feats)["sentence_embedding"]
+
+        return Wrapped().eval()
+
+
+def _fingerprint(path: str | Path | None) -> str | None:
+    """SHA-256 of a model folder's weight file (safetensors / bin / onnx), if any."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    for name in ("model.safetensors", "pytorch_model.bin", ONNX_FILES["int8"]):
+        if (p / name).exists():
+            return sha256_file(p / name)
+    return None
+
+
+def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
+                max_seq_length: int | None = None,
+                fp32_nodes: Sequence[str] | None = None,
+                name: str | None = None) -> Path:
+    """Export ``model_spec`` to ``out`` (a new, empty folder): fp32 + INT8 ONNX, tokenizer.
+
+    Args:
+        model_spec: registry key, model folder (e.g. ``models/<run>/model``) or hub id.
+        out: new directory (refused when it exists and is not empty).
+        max_seq_length: token limit baked into the export (default: the spec's).
+        fp32_nodes: regexes of node names kept in fp32 when quantizing; None = the
+            architecture default (:data:`FP32_NODE_DEFAULTS`), ``[]`` = quantize all.
+        name: model name in results (default ``<source name>-onnx``).
+
+    Returns:
+        The export folder.
+    """
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoTokenizer
+
+    from itsm_core.io import new_run_dir
+    from itsm_core.models import load_sentence_transformer
+
+    out = new_run_dir(out)
+    model, spec = load_sentence_transformer(model_spec)
+    max_len = int(max_seq_length or spec.max_seq_length or model.max_seq_length or 256)
+    model.max_seq_length = max_len
+    model.eval()
+    mtype = _model_type(spec.path)
+    patterns = tuple(default_fp32_nodes(mtype) if fp32_nodes is None else fp32_nodes)
+
+    tok_dir = out / "tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(spec.path or spec.hub_id)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ItsmError("the model has no fast tokenizer (tokenizer.json); the export needs "
+                        "one", where=str(spec.path), fix="export a model with a fast tokenizer")
+    tokenizer.save_pretrained(tok_dir)
+    sample = tokenizer(["vpn drops every hour", "printer jams on tray two again today"],
+                       padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+    input_names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+    graph = _EmbeddingGraph(model, input_names)
+    fp32_path, int8_path = out / ONNX_FILES["fp32"], out / ONNX_FILES["int8"]
+    dyn = {k: {0: "batch", 1: "sequence"} for k in input_names}
+    dyn["embedding"] = {0: "batch"}
+    t0 = time.perf_counter()
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-constant branches
+        # the TorchScript exporter (dynamo=False) keeps module paths in node names
+        # (…/encoder/layer.3/output/dense/MatMul), which the fp32 patterns select
+        torch.onnx.export(graph, tuple(sample[k] for k in input_names), str(fp32_path),
+                          dynamo=False, input_names=input_names, output_names=["embedding"],
+                          dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
+    export_s = time.perf_counter() - t0
+    excluded = matching_nodes(fp32_path, patterns)
+    if patterns and not excluded:
+        raise ItsmError(f"no MatMul node matches the fp32 patterns {list(patterns)}",
+                        where="--fp32-nodes",
+                        fix="check the patterns against the node names (onnx.load(...)."
+                        "graph.node) or pass an empty list to quantize every MatMul")
+    t0 = time.perf_counter()
+    quantize_dynamic(str(fp32_path), str(int8_path), per_channel=True,
+                     weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                     op_types_to_quantize=["MatMul", "Gemm"])
+    quant_s = time.perf_counter() - t0
+    pooling = _pooling_config(spec.path)
+    export_spec = replace(spec, key=name or f"{spec.key}-onnx", max_seq_length=max_len,
+                          path=str(out), packaged=None,
+                          extra={**spec.extra, "export": True})
+    meta = {
+        "name": export_spec.key,
+        "spec": export_spec.to_dict(),
+        "source": {"model": str(model_spec if isinstance(model_spec, str) else spec.key),
+                   "path": spec.path, "model_type": mtype,
+                   "weights_sha256": _fingerprint(spec.path)},
+        "input_names": input_names,
+        "pooling": pooling,
+        "normalize": True,
+        "max_seq_length": max_len,
+        "default_variant": "int8",
+        "files": {v: ONNX_FILES[v] for v in VARIANTS},
+        "sha256": {v: sha256_file(out / ONNX_FILES[v]) for v in VARIANTS},
+        "quantization": {"method": "onnxruntime.quantization.quantize_dynamic",
+                         "per_channel": True, "weight_type": "QInt8",
+                         "fp32_patterns": list(patterns), "fp32_nodes": excluded},
+        "opset": OPSET, "export_seconds": round(export_s, 2),
+        "quantize_seconds": round(quant_s, 2),
+        "versions": _versions(),
+    }
+    atomic_write_json(out / EXPORT_META_FILE, meta)
+    return out
+
+
+def _pooling_config(path: str | Path | None) -> dict[str, Any]:
+    for cfg in sorted(Path(path or "").glob("*Pooling*/config.json")):
+        try:
+            return json.loads(cfg.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            break
+    return {}
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("torch", "onnx", "onnxruntime", "sentence-transformers", "transformers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def is_export(path: str | Path) -> bool:
+    """True for an export folder, or one of its ``.onnx`` files."""
+    p = Path(str(path)).expanduser()
+    if p.suffix == ".onnx":
+        p = p.parent
+    return (p / EXPORT_META_FILE).is_file()
+
+
+def read_export_meta(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if p.suffix == ".onnx":
+        p = p.parent
+    f = p / EXPORT_META_FILE
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ItsmError("not an export folder (no itsm_export.json)", where=str(p),
+                        fix="run `itsm export --model <model>` and pass its output "
+                        "folder") from exc
+    except json.JSONDecodeError as exc:
+        raise ItsmError(f"malformed export metadata ({exc})", where=str(f),
+                        fix="re-run `itsm export`") from exc
+
+
+class OnnxEncoder:
+    """ONNX Runtime encoder with the sentence-transformers ``encode`` signature.
+
+    Texts are stripped (as sentence-transformers does), tokenized with the exported fast
+    tokenizer, sorted by length and batched with per-batch padding; the graph pools, the
+    encoder L2-normalises. ``threads`` defaults to torch's intra-op thread count so the
+    comparison with torch uses the same cores.
+    """
+
+    def __init__(self, path: str | Path, variant: str | None = None,
+                 threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        p = Path(path)
+        if p.suffix == ".onnx":
+            variant = variant or next((v for v, f in ONNX_FILES.items() if f == p.name), None)
+            p = p.parent
+        self.meta = read_export_meta(p)
+        self.variant = variant or self.meta.get("default_variant", "int8")
+        if self.variant not in VARIANTS:
+            raise ItsmError(f"unknown export variant {self.variant!r}", where=str(path),
+                            fix=f"use one of {list(VARIANTS)}")
+        self.path = p
+        self.onnx_path = p / self.meta["files"][self.variant]
+        if not self.onnx_path.exists():
+            raise ItsmError("the export folder is incomplete", where=str(self.onnx_path),
+                            fix="re-run `itsm export`")
+        self.max_seq_length = int(self.meta["max_seq_length"])
+        tok_file = p / "tokenizer" / "tokenizer.json"
+        if not tok_file.exists():
+            raise ItsmError("the export has no tokenizer/tokenizer.json", where=str(p),
+                            fix="re-run `itsm export`")
+        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_seq_length)
+        self.input_names = list(self.meta["input_names"])
+        if threads is None:
+            import torch
+
+            threads = torch.get_num_threads()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.onnx_path), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.spec = ModelSpec.from_dict(self.meta["spec"])
+        suffix = "" if self.variant == "int8" else f"-{self.variant}"
+        self.spec = replace(self.spec, key=self.spec.key + suffix, path=str(
+            self.path if self.variant == self.meta.get("default_variant") else self.onnx_path))
+        self.dim = int(self.spec.dim)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the ONNX file used (identifies the model in search indexes)."""
+        return self.meta["sha256"][self.variant]
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dim
+
+    def _batch(self, encs: list, idx: np.ndarray) -> dict[str, np.ndarray]:
+        width = max(1, max(len(encs[j].ids) for j in idx))
+        ids = np.zeros((len(idx), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for r, j in enumerate(idx):
+            e = encs[j]
+            n = len(e.ids)
+            ids[r, :n], mask[r, :n], types[r, :n] = e.ids, 1, e.type_ids
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {k: feeds[k] for k in self.input_names}
+
+    def encode(self, sentences: str | Sequence[str], batch_size: int = 32,
+               convert_to_numpy: bool = True, normalize_embeddings: bool = True,
+               show_progress_bar: bool = False, **_: Any) -> np.ndarray:
+        """Embeddings (n, dim) float32; L2-normalised unless told otherwise."""
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else [str(s).strip() for s in sentences]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if texts:
+            encs = self.tokenizer.encode_batch(texts)
+            order = np.argsort([len(e.ids) for e in encs], kind="stable")
+            starts = range(0, len(texts), max(1, int(batch_size)))
+            if show_progress_bar:
+                from tqdm.auto import tqdm
+
+                starts = tqdm(starts, desc="onnx encode")
+            for s in starts:
+                idx = order[s:s + batch_size]
+                out[idx] = self.session.run(["embedding"], self._batch(encs, idx))[0]
+            if normalize_embeddings:
+                out /= np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+        return out[0] if single else out
+
+
+def load_export(path: str | Path, variant: str | None = None,
+                threads: int | None = None) -> OnnxEncoder:
+    """One call: the encoder of an export folder (or one of its ``.onnx`` files)."""
+    return OnnxEncoder(path, variant=variant, threads=threads)
+
+
+def export_scorer(path: str | Path, **kwargs: Any):
+    """A :class:`~itsm_core.scoring.DenseScorer` backed by an export (used by load_scorer)."""
+    from itsm_core.scoring import DenseScorer
+
+    enc = load_export(path)
+    return DenseScorer(enc.spec, model=enc, **{k: v for k, v in kwargs.items()
+                                                if k in ("batch_size", "show_progress")})
+
+
+def latest_export(models_dir: str | Path | None = None) -> Path | None:
+    """The newest export folder under ``models/`` (by folder name = timestamp), or None."""
+    from itsm_core.config import MODELS_DIR
+
+    root = Path(models_dir or MODELS_DIR)
+    found = sorted(p.parent for p in root.glob(f"*/{EXPORT_META_FILE}"))
+    return found[-1] if found else None
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def torch_reference(meta: dict[str, Any]):
+    """The source sentence-transformers model of an export, at the export's token limit."""
+    from itsm_core.models import load_sentence_transformer
+
+    src = meta["source"]
+    where = src.get("path") or src.get("model")
+    if not where or not (Path(where).exists() or "/" not in str(where)):
+        raise ItsmError("the source model of this export is gone; torch comparisons need it",
+                        where=str(where), fix="measure on the machine that exported it")
+    model, _ = load_sentence_transformer(src.get("path") or src["model"])
+    model.max_seq_length = int(meta["max_seq_length"])
+    model.eval()
+    return model
+
+
+def sample_texts(dataset: str = "it_tickets", split: str = "validation", n: int = 512,
+                 seed: int = 42, incidents: str | Path | None = None) -> list[str]:
+    """``n`` incident texts of one split (the text builder of the data set's manifest)."""
+    from itsm_core.config import SEED
+    from itsm_core.data import processed_path
+    from itsm_core.evaluate import BenchmarkConfig, load_for_benchmark
+
+    path = Path(incidents) if incidents else processed_path(dataset)
+    df, texts, _, _ = load_for_benchmark(path, columns=None, labels=None, links=None,
+                                         text_fields=None, config=BenchmarkConfig())
+    if "split" in df.columns and (df["split"] == split).any():
+        texts = texts[(df["split"] == split).to_numpy()]
+    texts = texts[texts.str.len() > 0].drop_duplicates()
+    return texts.sample(min(n, len(texts)), random_state=seed or SEED).tolist()
+
+
+def encode_throughput(encoder, texts: Sequence[str], batch_size: int = 32,
+                      repeats: int = 1) -> tuple[float, np.ndarray]:
+    """Sentences per second of ``encoder.encode`` over ``texts`` (after one warm-up batch);
+    best of ``repeats`` runs. Returns (throughput, embeddings)."""
+    texts = list(texts)
+    encoder.encode(texts[:batch_size], batch_size=batch_size, convert_to_numpy=True,
+                   normalize_embeddings=True, show_progress_bar=False)
+    best, emb = 0.0, None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        emb = encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                             normalize_embeddings=True, show_progress_bar=False)
+        best = max(best, len(texts) / (time.perf_counter() - t0))
+    return best, np.asarray(emb, dtype=np.float32)
+
+
+def compare_backends(export_dir: str | Path, texts: Sequence[str], *, batch_size: int = 32,
+                     repeats: int = 1, threads: int | None = None) -> list[dict[str, Any]]:
+    """Torch fp32, ONNX fp32 and ONNX INT8 side by side on the same texts, same threads:
+    sentences/s, speed-up over torch, file size, cosine agreement with torch."""
+    import torch
+
+    meta = read_export_meta(export_dir)
+    if threads:
+        torch.set_num_threads(int(threads))
+    threads = torch.get_num_threads()
+    ref = torch_reference(meta)
+    rows = []
+    tps, ref_emb = encode_throughput(ref, texts, batch_size, repeats)
+    src = meta["source"].get("path")
+    src_file = next((Path(src) / f for f in ("model.safetensors", "pytorch_model.bin")
+                     if src and (Path(src) / f).exists()), None)
+    rows.append({"backend": "torch fp32", "sentences_per_s": round(tps, 1), "speedup": 1.0,
+                 "size_mb": round(src_file.stat().st_size / 2**20, 1) if src_file else None,
+                 "cos_mean": 1.0, "cos_min": 1.0})
+    for variant in ("fp32", "int8"):
+        enc = load_export(export_dir, variant=variant, threads=threads)
+        t, emb = encode_throughput(enc, texts, batch_size, repeats)
+        cos = np.einsum("ij,ij->i", emb, ref_emb)
+        rows.append({"backend": f"onnx {variant}", "sentences_per_s": round(t, 1),
+                     "speedup": round(t / tps, 2),
+                     "size_mb": round(enc.onnx_path.stat().st_size / 2**20, 1),
+                     "cos_mean": round(float(cos.mean()), 5),
+                     "cos_min": round(float(cos.min()), 5)})
+    for r in rows:
+        r.update({"threads": threads, "batch_size": batch_size, "n_texts": len(texts),
+                  "max_seq_length": meta["max_seq_length"]})
+    return rows
+
+
+def ndcg_by_backend(export_dir: str | Path, bench, *, threads: int | None = None
+                    ) -> list[dict[str, Any]]:
+    """NDCG@10 of torch fp32, ONNX fp32 and ONNX INT8 on one benchmark (its query split),
+    with CIs and the paired bootstrap difference to torch on the same queries."""
+    from itsm_core import metrics as M
+    from itsm_core.evaluate import evaluate_scorer
+    from itsm_core.scoring import DenseScorer
+
+    meta = read_export_meta(export_dir)
+    ref = torch_reference(meta)
+    spec = ModelSpec.from_dict(meta["spec"])
+    scorers = {"torch fp32": DenseScorer(replace(spec, key="torch"), model=ref,
+                                         show_progress=False)}
+    for variant in ("fp32", "int8"):
+        enc = load_export(export_dir, variant=variant, threads=threads)
+        scorers[f"onnx {variant}"] = DenseScorer(enc.spec, model=enc, show_progress=False)
+    boot = dict(n_resamples=bench.config.n_resamples, level=bench.config.ci_level,
+                seed=bench.config.seed)
+    rows, base = [], None
+    for name, sc in scorers.items():
+        res = evaluate_scorer(sc, bench, dims=[None])
+        pq = res.per_query.set_index("query")["ndcg@10"]
+        row = {"backend": name, "split": bench.config.query_split,
+               "ndcg@10": round(float(res.metrics["ndcg@10"]), 4),
+               "ndcg@10_ci": [round(float(x), 4) for x in res.metrics["ndcg@10_ci"]]}
+        if base is None:
+            base = pq
+            row.update({"delta_vs_torch": 0.0, "delta_ci": [0.0, 0.0]})
+        else:
+            d = M.paired_bootstrap_diff(pq.to_numpy(), base.loc[pq.index].to_numpy(), **boot)
+            row.update({"delta_vs_torch": round(float(d["diff"]), 4),
+                        "delta_ci": [round(float(d["ci_low"]), 4),
+                                     round(float(d["ci_high"]), 4)]})
+        rows.append(row)
+    return rows
+
+
+def measure_export(export_dir: str | Path, *, dataset: str = "it_tickets",
+                   n_texts: int = 512, batch_size: int = 32, splits: Sequence[str] = (
+                       "validation", "test"), bootstrap: int = 1000,
+                   threads: int | None = None) -> dict[str, Any]:
+    """The export report in one run: throughput / size / cosine agreement on validation
+    texts, and NDCG@10 per backend on the benchmark splits (validation for decisions, test
+    reported). Written to ``export_report.json`` and into ``itsm_export.json``."""
+    from itsm_core.data import processed_path
+    from itsm_core.evaluate import BenchmarkConfig, build_benchmark
+
+    export_dir = Path(export_dir)
+    meta = read_export_meta(export_dir)
+    texts = sample_texts(dataset, "validation", n_texts)
+    speed = compare_backends(export_dir, texts, batch_size=batch_size, threads=threads)
+    quality = []
+    for split in splits:
+        bench = build_benchmark(processed_path(dataset), config=BenchmarkConfig(
+            query_split=split, n_resamples=bootstrap))
+        quality += ndcg_by_backend(export_dir, bench, threads=threads)
+    int8 = next(r for r in speed if r["backend"] == "onnx int8")
+    test = {r["backend"]: r for r in quality if r["split"] == "test"}
+    targets = {}
+    if "onnx int8" in test:
+        targets = {"int8_speedup_ge_3x": bool(int8["speedup"] >= 3.0),
+                   "int8_ndcg_loss_le_0.005": bool(-test["onnx int8"]["delta_vs_torch"]
+                                                    <= 0.005)}
+    report = {"export": str(export_dir), "model": meta["name"], "dataset": dataset,
+              "speed": speed, "quality": quality, "targets": targets,
+              "fp32_nodes": meta["quantization"]["fp32_nodes"],
+              "fp32_patterns": meta["quantization"]["fp32_patterns"]}
+    atomic_write_json(export_dir / EXPORT_REPORT_FILE, report)
+    atomic_write_json(export_dir / EXPORT_META_FILE, {**meta, "report": report})
+    return report
+
+
+def pattern_agreement(export_dir: str | Path, candidates: dict[str, Sequence[str]],
+                      texts: Sequence[str], *, threads: int | None = None
+                      ) -> list[dict[str, Any]]:
+    """Cosine agreement with the fp32 ONNX model of INT8 variants that keep different node
+    sets in fp32 (quantized into a temporary folder; the export is not changed).
+
+    This is how the fp32 defaults are justified: on validation texts, never on test.
+    """
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    export_dir = Path(export_dir)
+    fp32 = load_export(export_dir, "fp32", threads=threads)
+    ref = fp32.encode(list(texts), batch_size=32)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="itsm-quant-") as tmp:
+        for label, patterns in candidates.items():
+            nodes = matching_nodes(fp32.onnx_path, patterns)
+            target = Path(tmp) / f"{len(rows)}.onnx"
+            quantize_dynamic(str(fp32.onnx_path), str(target), per_channel=True,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=nodes,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+            enc = load_export(export_dir, "fp32", threads=threads)
+            import onnxruntime as ort
+
+            enc.session = ort.InferenceSession(str(target), enc.session.get_session_options(),
+                                               providers=["CPUExecutionProvider"])
+            t, emb = encode_throughput(enc, texts)
+            cos = np.einsum("ij,ij->i", emb, ref)
+            rows.append({"fp32 nodes": label, "n_fp32_matmuls": len(nodes),
+                         "cos_mean": round(float(cos.mean()), 5),
+                         "cos_min": round(float(cos.min()), 5),
+                         "sentences_per_s": round(t, 1),
+                         "size_mb": round(target.stat().st_size / 2**20, 1)})
+    return rows

@@ -1,0 +1,142 @@
+"""ONNX export (fp32 + dynamic INT8) on a tiny random BERT: round trip, fp32 node
+patterns, loading as a model spec, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itsm_core.errors import ItsmError
+from itsm_core.export import (
+    EXPORT_META_FILE,
+    FFN_DOWN_PROJECTIONS,
+    default_fp32_nodes,
+    export_onnx,
+    is_export,
+    load_export,
+    matching_nodes,
+)
+
+TEXTS = ["vpn drops every hour", "Printer jam on tray 2",
+         "  outlook crashes after the windows update yesterday, mailbox never opens  ",
+         "password reset " * 40, "wifi"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from deploy_fixtures import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_model, tmp_path_factory) -> Path:
+    return export_onnx(str(tiny_model), tmp_path_factory.mktemp("exp") / "export",
+                       max_seq_length=48)
+
+
+@pytest.fixture(scope="module")
+def torch_embeddings(tiny_model) -> np.ndarray:
+    from itsm_core.models import load_sentence_transformer
+
+    model, _ = load_sentence_transformer(str(tiny_model))
+    model.max_seq_length = 48
+    return model.encode(TEXTS, batch_size=2, normalize_embeddings=True)
+
+
+def test_export_folder_is_self_contained(tiny_export):
+    meta = json.loads((tiny_export / EXPORT_META_FILE).read_text())
+    assert (tiny_export / "model_fp32.onnx").exists() and (tiny_export / "model_int8.onnx").exists()
+    assert (tiny_export / "tokenizer" / "tokenizer.json").exists()
+    assert meta["max_seq_length"] == 48 and meta["pooling"]["pooling_mode"] == "mean"
+    assert meta["spec"]["dim"] == 32 and meta["default_variant"] == "int8"
+    assert meta["quantization"]["per_channel"] is True
+    assert meta["source"]["weights_sha256"]  # the torch model it came from is identified
+    assert is_export(tiny_export) and is_export(tiny_export / "model_fp32.onnx")
+
+
+def test_fp32_export_matches_torch(tiny_export, torch_embeddings):
+    for batch_size in (1, 2, 8):  # padding and length sorting must not change results
+        emb = load_export(tiny_export, "fp32").encode(TEXTS, batch_size=batch_size)
+        cos = np.einsum("ij,ij->i", emb, torch_embeddings)
+        assert cos.min() > 0.9999, (batch_size, cos)
+
+
+def test_int8_export_agrees_with_torch_within_bound(tiny_export, torch_embeddings):
+    enc = load_export(tiny_export)  # the folder alone = INT8
+    assert enc.variant == "int8"
+    emb = enc.encode(TEXTS, batch_size=4)
+    assert emb.shape == (len(TEXTS), 32) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    cos = np.einsum("ij,ij->i", emb, torch_embeddings)
+    assert cos.min() > 0.98 and cos.mean() > 0.99, cos
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(enc.onnx_path)).graph.node}
+    assert "MatMulInteger" in ops  # really quantized
+    single = enc.encode(TEXTS[0])
+    assert single.shape == (32,)
+    # dynamic quantization scales activations per batch: a text encoded alone agrees
+    # closely, not bit-exactly, with the same text inside a batch
+    assert float(single @ emb[0]) > 0.99
+
+
+def test_fp32_node_patterns_stay_unquantized(tiny_model, tmp_path):
+    out = export_onnx(str(tiny_model), tmp_path / "x", fp32_nodes=[FFN_DOWN_PROJECTIONS])
+    meta = json.loads((out / EXPORT_META_FILE).read_text())
+    kept = meta["quantization"]["fp32_nodes"]
+    assert len(kept) == 2 and all("/output/dense/MatMul" in n and "attention" not in n
+                                  for n in kept)  # one FFN down-projection per layer
+    import onnx
+
+    names = {n.name: n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
+    assert all(names.get(n) == "MatMul" for n in kept)
+
+
+def test_default_fp32_nodes_per_architecture():
+    assert default_fp32_nodes("mpnet") == (FFN_DOWN_PROJECTIONS,)
+    assert default_fp32_nodes("bert") == ()
+    import re
+
+    pat = re.compile(FFN_DOWN_PROJECTIONS)
+    assert pat.search("/st/st.0/encoder/layer.11/output/dense/MatMul")
+    assert not pat.search("/st/st.0/encoder/layer.11/attention/output/dense/MatMul")
+    assert not pat.search("/st/st.0/encoder/layer.11/intermediate/dense/MatMul")
+
+
+def test_bad_patterns_and_reused_folder_are_refused(tiny_model, tiny_export, tmp_path):
+    with pytest.raises(ItsmError, match="no MatMul node matches"):
+        export_onnx(str(tiny_model), tmp_path / "y", fp32_nodes=["does-not-exist"])
+    with pytest.raises(ItsmError, match="invalid node pattern"):
+        matching_nodes(tiny_export / "model_fp32.onnx", ["("])
+    with pytest.raises(ItsmError, match="refusing to overwrite"):
+        export_onnx(str(tiny_model), tiny_export)
+
+
+def test_malformed_or_missing_metadata_is_a_clear_error(tmp_path):
+    (tmp_path / EXPORT_META_FILE).write_text("{not json")
+    with pytest.raises(ItsmError, match="malformed export metadata"):
+        load_export(tmp_path)
+    with pytest.raises(ItsmError, match="not an export folder"):
+        load_export(tmp_path / "nothing")
+
+
+def test_export_is_a_model_spec_for_evaluate(tiny_export, tiny_incidents, isolated_results,
+                                             tmp_path):
+    from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
+    from itsm_core.export import OnnxEncoder
+    from itsm_core.scoring import DenseScorer, load_scorer
+
+    scorer = load_scorer(str(tiny_export))
+    assert isinstance(scorer, DenseScorer) and isinstance(scorer.model, OnnxEncoder)
+    fp32 = load_scorer(str(tiny_export / "model_fp32.onnx"))
+    assert fp32.model.variant == "fp32" and fp32.name != scorer.name
+    bench = build_benchmark(tiny_incidents, config=BenchmarkConfig(n_resamples=50))
+    rec = evaluate_model(str(tiny_export), bench, tmp_path / "run",
+                         leaderboard=isolated_results.leaderboard)
+    assert rec["model"] == scorer.name and 0.0 <= rec["ndcg@10"] <= 1.0
+    assert (tmp_path / "run" / "metrics.json").exists()
+    assert isolated_results.leaderboard.exists()
