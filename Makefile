@@ -13,7 +13,8 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env setup test test-all pipeline data benchmark train report leaderboard lint clean-env
+.PHONY: env setup test test-all pipeline data benchmark train report leaderboard lint clean-env \
+	pretrain distill
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +45,16 @@ train: data  ## one papermill run of notebooks/03_train.ipynb per model -> repor
 	$(ITSM) bench train --model minilm --steps 8
 	$(ITSM) report train --model minilm --dataset it_tickets --profile $(PROFILE)
 	$(ITSM) report train --model minilm --dataset gitbugs_hadoop --profile $(PROFILE)
+
+pretrain: data  ## SimCSE on training-split texts -> fine-tune; stage tables, reports/pretrain_*.html
+	$(ITSM) report pretrain --dataset gitbugs_hadoop --profile $(PROFILE)
+	$(ITSM) report pretrain --dataset it_tickets --profile $(PROFILE)
+
+distill: data  ## ensemble(minilm-ft, minilm-simcse-ft) -> MiniLM student; reports/distill_it_tickets.html
+	set -e; ens=models/ensembles/$$(date -u +%Y%m%dT%H%M%SZ)_ft-ensemble_it_tickets; \
+	$(ITSM) ensemble --members minilm-ft,minilm-simcse-ft --trained-on it_tickets \
+	  --name ensemble-ft-simcse --out $$ens; \
+	$(ITSM) report distill --teacher $$ens --dataset it_tickets --profile $(PROFILE)
 
 report: env
 	$(ITSM) report evaluate

@@ -663,17 +663,22 @@ def ensemble_cmd(
     weights: Annotated[str | None, typer.Option(help="comma-separated weights")] = None,
     method: Annotated[str, typer.Option(help="concat (embeddings) or zmean (scores)")] =
     "concat",
+    trained_on: Annotated[str | None, typer.Option(
+        help="members are model NAMES (e.g. minilm-ft): use the newest trained run of each "
+        "on this data set")] = None,
 ) -> None:
     """Define an ensemble; evaluate it like any model: itsm evaluate --model <folder>."""
-    from itsm_core.ensemble import create_ensemble
+    from itsm_core.ensemble import create_ensemble, trained_model_dirs
 
     try:
         w = [float(x) for x in _csv_list(weights) or []]
     except ValueError:
         raise ItsmError("weights must be numbers", where="--weights",
                         fix="e.g. --weights 1,1,0.5") from None
-    folder = create_ensemble(_csv_list(members) or [], out_dir, name=name, weights=w,
-                             method=method)
+    names = _csv_list(members) or []
+    if trained_on:
+        names = trained_model_dirs(names, trained_on)
+    folder = create_ensemble(names, out_dir, name=name, weights=w, method=method)
     out.print(f"ensemble -> {folder}  (use it as --model / --teacher)")
 
 

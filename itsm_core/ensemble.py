@@ -124,6 +124,26 @@ def create_ensemble(members: Sequence[str], out: str | Path, *, name: str | None
     return folder
 
 
+def trained_model_dirs(names: Sequence[str], dataset: str) -> list[str]:
+    """Model folders of the newest test-evaluated run of each model name on ``dataset``.
+
+    E.g. ``["minilm-ft", "minilm-simcse-ft"]`` → the ``model/`` folders of those runs.
+    """
+    from itsm_core.pretrain import latest_eval_dir
+
+    out = []
+    for n in names:
+        d = latest_eval_dir(dataset, n)
+        model_dir = d.parent / "model" if d is not None else None
+        if model_dir is None or not model_dir.is_dir():
+            raise ItsmError(f"no trained run of {n!r} on {dataset} with a model folder",
+                            where="--members",
+                            fix="train it first (e.g. `itsm train` / `itsm pretrain`), or "
+                            "pass model folders")
+        out.append(str(model_dir))
+    return out
+
+
 def _z(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     finite = np.isfinite(x)

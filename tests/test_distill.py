@@ -220,3 +220,27 @@ def test_cli_ensemble_distill_pretrain_errors_and_ensemble_folder(tmp_path, tiny
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and msg in res.output, (args, res.output)
     assert not (tmp_path / "e2").exists()
+
+
+def test_trained_model_dirs_resolve_newest_run_or_fail(tmp_path, isolated_results):
+    from itsm_core.ensemble import trained_model_dirs
+    from itsm_core.results import append_leaderboard
+
+    run = tmp_path / "models" / "20260101T000000Z_x"
+    (run / "model").mkdir(parents=True)
+    (run / "evaluate").mkdir()
+    (run / "evaluate" / "per_query.csv").write_text("query,ndcg@10\nq,1\n")
+    append_leaderboard({"task": "evaluate", "dataset": "tiny", "split": "test",
+                        "model": "tiny-ft", "timestamp": "20260101T000000Z"},
+                       run / "evaluate", isolated_results.leaderboard)
+    assert trained_model_dirs(["tiny-ft"], "tiny") == [str(run / "model")]
+    with pytest.raises(ItsmError, match="no trained run"):
+        trained_model_dirs(["tiny-ft", "other-ft"], "tiny")
+
+
+def test_same_spec_compares_paths_and_strings(tmp_path):
+    from itsm_core.distill import _same_spec
+
+    (tmp_path / "e").mkdir()
+    assert _same_spec(str(tmp_path / "e"), str(tmp_path / "e" / ".." / "e"))
+    assert not _same_spec(None, "x") and not _same_spec("ensemble:a,b", "ensemble:a,c")
