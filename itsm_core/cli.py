@@ -632,6 +632,31 @@ def pretrain_cmd(
         out.print(f"stage table -> {res.table_path}")
 
 
+@app.command("stages")
+@friendly
+def stages_cmd(
+    pretrain_run: Annotated[Path, typer.Option(help="run directory of `itsm pretrain`")],
+    finetune_run: Annotated[Path | None, typer.Option(
+        help="run directory of the fine-tune that started from it")] = None,
+    alone_eval: Annotated[Path | None, typer.Option(
+        help="evaluation dir of the plain fine-tune (default: newest with the same config)")]
+    = None,
+) -> None:
+    """Rebuild the stage table of finished runs (no training), e.g. once the plain
+    fine-tune with the same config exists; writes models/results/stages/."""
+    from itsm_core.pretrain import (
+        format_stage_table,
+        load_pretrain_meta,
+        save_stage_table,
+        stages_from_runs,
+    )
+
+    table = stages_from_runs(pretrain_run, finetune_run, alone_eval=alone_eval)
+    dataset = load_pretrain_meta(pretrain_run)["pretrain_config"]["dataset"]
+    _print_frame(format_stage_table(table), f"stages on {dataset} (test)")
+    out.print(f"stage table -> {save_stage_table(table, dataset)}")
+
+
 @report_app.command("pretrain")
 @friendly
 def report_pretrain(

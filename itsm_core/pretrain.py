@@ -489,8 +489,11 @@ def verdicts(table: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
 
 def save_stage_table(table: pd.DataFrame, dataset: str, kind: str = "pretrain",
                      out_dir: str | Path | None = None) -> Path:
-    """Write a stage table atomically to ``models/results/stages/<ts>_<dataset>_<kind>.csv``."""
-    out = Path(out_dir or RESULTS_DIR / "stages") / f"{timestamp()}_{dataset}_{kind}.csv"
+    """Write a stage table atomically to ``models/results/stages/<ts>_<n>_<dataset>_<kind>.csv``."""
+    folder, ts = Path(out_dir or RESULTS_DIR / "stages"), timestamp()
+    i = 0
+    while (out := folder / f"{ts}_{i:02d}_{dataset}_{kind}.csv").exists():
+        i += 1  # never overwrite an earlier table (names sort by time, then counter)
     return atomic_write_df(out, table)
 
 
@@ -531,22 +534,40 @@ def run_stages(cfg: PretrainConfig, *, finetune: bool = True, train_profile: str
         ft = run_training(tcfg, incidents_path=incidents_path)
     if not cfg.evaluate_test:
         return StagesResult(pre, ft, pd.DataFrame(), None)
-    base_key = pre.meta["base_model"]
-    base_dir = Path(base_eval) if base_eval else latest_eval_dir(cfg.dataset, base_key)
-    alone_dir, alone_note = finetune_alone_dir(cfg.dataset, asdict(tcfg), f"{base_key}-ft")
-    label = "+SimCSE" if cfg.method == "simcse" else "+TSDAE"
+    table = stages_from_runs(pre.run_dir, ft.run_dir if ft is not None else None,
+                             base_eval=base_eval)
+    path = save_stage_table(table, cfg.dataset) if save else None
+    return StagesResult(pre, ft, table, path)
+
+
+def stages_from_runs(pretrain_run: str | Path, finetune_run: str | Path | None = None, *,
+                     base_eval: str | Path | None = None,
+                     alone_eval: str | Path | None = None) -> pd.DataFrame:
+    """The stage table of finished runs (no training): base, +adaptation, +fine-tune,
+    fine-tune alone (the newest plain fine-tune whose training config equals the one the
+    adapted model was fine-tuned with, unless ``alone_eval`` names one)."""
+    pre_meta = load_pretrain_meta(pretrain_run)
+    dataset = pre_meta["pretrain_config"]["dataset"]
+    base_key = pre_meta["base_model"]
+    method = pre_meta["method"]
+    label = "+SimCSE" if method == "simcse" else "+TSDAE"
+    base_dir = Path(base_eval) if base_eval else latest_eval_dir(dataset, base_key)
     stages = [
         ("base", base_dir, f"zero-shot {base_key}" if base_dir else
          f"no zero-shot evaluation of {base_key}: run `itsm evaluate --model {base_key}`"),
-        (label, pre.run_dir / "evaluate", f"{pt_summary(pre.meta)}"),
+        (label, Path(pretrain_run) / "evaluate", pt_summary(pre_meta)),
     ]
-    if ft is not None:
-        stages.append((f"{label} → fine-tune", ft.run_dir / "evaluate",
-                       f"train profile {train_profile}"))
-    stages.append(("fine-tune alone", alone_dir, alone_note))
-    table = stage_table(cfg.dataset, stages)
-    path = save_stage_table(table, cfg.dataset) if save else None
-    return StagesResult(pre, ft, table, path)
+    alone_dir, alone_note = (Path(alone_eval), "given") if alone_eval else (None, "")
+    if finetune_run is not None:
+        ft_meta = read_run_json(finetune_run, "train_meta.json", "itsm train")
+        tcfg = ft_meta.get("train_config", {})
+        stages.append((f"{label} → fine-tune", Path(finetune_run) / "evaluate",
+                       f"{ft_meta.get('global_steps')} steps, lr {ft_meta.get('learning_rate')}"
+                       f", {ft_meta.get('train_seconds')} s"))
+        if alone_dir is None:
+            alone_dir, alone_note = finetune_alone_dir(dataset, tcfg, f"{base_key}-ft")
+    stages.append(("fine-tune alone", alone_dir, alone_note or "no fine-tune to compare"))
+    return stage_table(dataset, stages)
 
 
 def pt_summary(meta: dict[str, Any]) -> str:

@@ -206,3 +206,20 @@ def test_stages_fine_tune_starts_from_the_adapted_model(tmp_path, bundle, isolat
     assert pd.isna(t.loc["base", "ndcg@10"]) and "itsm evaluate" in t.loc["base", "note"]
     assert t.loc["+SimCSE → fine-tune", "ndcg@10"] >= 0
     assert res.table_path.exists()
+    # the table can be rebuilt from the finished runs, e.g. with a given plain fine-tune
+    from typer.testing import CliRunner
+
+    from itsm_core.cli import app
+
+    ft_eval = res.finetune.run_dir / "evaluate"
+    again = CliRunner().invoke(app, ["stages", "--pretrain-run", str(res.pretrain.run_dir),
+                                     "--finetune-run", str(res.finetune.run_dir),
+                                     "--alone-eval", str(ft_eval)])
+    assert again.exit_code == 0, again.output
+    from itsm_core.pretrain import latest_stage_table
+
+    rebuilt = latest_stage_table("tiny").set_index("stage")
+    assert rebuilt.loc["fine-tune alone", "ndcg@10"] == pytest.approx(
+        t.loc["+SimCSE → fine-tune", "ndcg@10"])
+    assert rebuilt.loc["+SimCSE → fine-tune", "ndcg@10_diff_vs_fine-tune_alone"] == 0
+    assert len(list(res.table_path.parent.glob("*_tiny_pretrain.csv"))) == 2  # none overwritten
