@@ -445,13 +445,17 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
                         "overwrite an earlier run", where=str(out),
                         fix="pass a new --out directory (every run gets its own)")
     scorer = scorer or load_scorer(model)
+    extra: dict[str, Any] = {"model_arg": str(model)}
+    if hasattr(scorer, "calibrate"):  # e.g. hybrid fusion weight: chosen on VALIDATION only
+        cal = scorer.calibrate(bench)
+        extra["calibration"] = cal.describe() if hasattr(cal, "describe") else str(cal)
     res = evaluate_scorer(scorer, bench)
     spec = getattr(scorer, "spec", None)
     record = make_record(
         task="evaluate", model=scorer.name, model_kind=scorer.kind,
         benchmark=bench.describe(), metrics=res.metrics, per_dim=res.per_dim,
         per_category=res.per_category, model_spec=spec.to_dict() if spec else None,
-        extra={"model_arg": str(model), "threshold": res.metrics.get("threshold")},
+        extra={**extra, "threshold": res.metrics.get("threshold")},
     )
     write_run(out, record, {"per_query": res.per_query, "pairs": res.pair_scores},
               leaderboard=leaderboard)

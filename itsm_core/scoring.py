@@ -199,6 +199,10 @@ def load_scorer(spec: str, **kwargs) -> Scorer:
 
     if is_ensemble_spec(name):  # ensemble:a,b or a folder with itsm_ensemble.json
         return load_ensemble(name, **kwargs)
+    if name.lower().startswith("hybrid:"):  # BM25 + dense, fusion chosen on validation
+        from itsm_core.search import HybridScorer
+
+        return HybridScorer.from_spec(name, **kwargs)
     from itsm_core.export import export_scorer, is_export
 
     if is_export(name):  # an `itsm export` folder (INT8) or one of its .onnx files
