@@ -388,26 +388,318 @@ def sweep_cmd(
 @app.command("bench")
 @friendly
 def bench_cmd(
-    what: Annotated[str, typer.Argument(help="train")] = "train",
-    model: Annotated[str, typer.Option(help="model")] = "minilm",
+    what: Annotated[str, typer.Argument(help="train, search or encode")] = "train",
+    model: Annotated[str, typer.Option(
+        help="train: model to train; encode: export folder (default: newest export)")] =
+    "minilm",
     dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
     steps: Annotated[int, typer.Option(help="training steps per recipe")] = 20,
     batch_size: Annotated[int, typer.Option(help="batch size")] = 32,
+    index: Annotated[Path | None, typer.Option(
+        help="search: also time this index (default: newest under models/indexes)")] = None,
+    n: Annotated[int, typer.Option(
+        help="search: synthetic corpus size; encode: number of texts")] = 0,
 ) -> None:
     """Print measured figures: `itsm bench train` = pairs/s of the default recipe vs plain
-    sentence-transformers on the same pairs, side by side."""
-    from itsm_core.bench import train_throughput
+    sentence-transformers on the same pairs, side by side; `itsm bench search` = top-10
+    latency p50/p95 per dim (synthetic 50k + the bundled index); `itsm bench encode` =
+    sentences/s of torch fp32 / ONNX fp32 / ONNX INT8."""
+    if what == "train":
+        from itsm_core.bench import train_throughput
 
-    if what != "train":
-        raise ItsmError(f"unknown benchmark {what!r}", fix="use `itsm bench train`")
-    res = train_throughput(model, dataset, steps=steps, batch_size=batch_size)
-    t = Table("recipe", "pairs / s")
-    t.add_row("plain sentence-transformers (full FT, MNRL)", str(res["plain_st_pairs_per_s"]))
-    t.add_row("default recipe (LoRA, Matryoshka, label-aware, curriculum)",
-              str(res["default_recipe_pairs_per_s"]))
+        res = train_throughput(model, dataset, steps=steps, batch_size=batch_size)
+        t = Table("recipe", "pairs / s")
+        t.add_row("plain sentence-transformers (full FT, MNRL)",
+                  str(res["plain_st_pairs_per_s"]))
+        t.add_row("default recipe (LoRA, Matryoshka, label-aware, curriculum)",
+                  str(res["default_recipe_pairs_per_s"]))
+        out.print(t)
+        out.print(f"ratio default/plain = {res['ratio_default_over_plain']} "
+                  f"({res['threads']} threads, batch {batch_size}, {steps} steps)")
+    elif what in ("search", "encode"):
+        _bench_deploy(what, model, dataset, batch_size, index, n)
+    else:
+        raise ItsmError(f"unknown benchmark {what!r}",
+                        fix="use `itsm bench train`, `itsm bench search` or `itsm bench encode`")
+
+
+# --- deployment: export / index / search (issue #6, owned by export.py, search.py) ---
+index_app = typer.Typer(help="Similar-incident search indexes (build, add, info).",
+                        no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+def _resolve_deploy_model(model: str | None, trained: str | None) -> str:
+    """--model, or `latest-export`, or the newest fine-tuned model of --trained DATASET."""
+    if trained:
+        from itsm_core.diagnose import latest_trained_model
+
+        found = latest_trained_model(trained)
+        if not found:
+            raise ItsmError(f"no fine-tuned model evaluated on {trained!r} on the leaderboard",
+                            where="--trained",
+                            fix=f"train one (`make train` / `itsm train --dataset {trained}`)"
+                            " or pass --model")
+        return found
+    if model == "latest-export":
+        from itsm_core.export import latest_export
+
+        found = latest_export()
+        if found is None:
+            raise ItsmError("no export under models/ yet", where="--model latest-export",
+                            fix="run `make export` or `itsm export --model ...` first")
+        return str(found)
+    if not model:
+        raise ItsmError("no model given", fix="pass --model <spec> (or --trained <dataset>)")
+    return model
+
+
+@app.command("export")
+@friendly
+def export_cmd(
+    model: Annotated[str | None, typer.Option(
+        help="model to export: registry key, model folder (e.g. models/<run>/model), hub id")]
+    = None,
+    trained: Annotated[str | None, typer.Option(
+        help="export the newest fine-tuned model evaluated on this data set instead")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="new folder (default models/<timestamp>_<name>-onnx)")] = None,
+    max_seq_length: Annotated[int | None, typer.Option(
+        help="token limit baked into the export (default: the model's)")] = None,
+    fp32_nodes: Annotated[str | None, typer.Option(
+        help="comma-separated regexes of ONNX node names kept fp32 when quantizing; "
+             "'none' = quantize every MatMul; default = the architecture's default")] = None,
+    measure: Annotated[bool, typer.Option(
+        help="measure torch / ONNX fp32 / ONNX INT8 side by side")] = True,
+    dataset: Annotated[str, typer.Option(help="bundled data set for the measurement")] =
+    "it_tickets",
+    n_texts: Annotated[int, typer.Option(help="validation texts timed per backend")] = 512,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for CIs")] = 1000,
+) -> None:
+    """Export a model to ONNX (fp32 + dynamic per-channel INT8) with its tokenizer and
+    pooling; the folder works as --model everywhere. Reports throughput, size, cosine
+    agreement and the NDCG@10 delta (validation and test) side by side."""
+    from itsm_core.config import MODELS_DIR
+    from itsm_core.export import export_onnx, measure_export
+    from itsm_core.io import unique_run_dir
+
+    src = _resolve_deploy_model(model, trained)
+    patterns = None if fp32_nodes is None else (
+        [] if fp32_nodes.strip().lower() == "none" else _csv_list(fp32_nodes) or [])
+    base = Path(src).name if Path(src).name != "model" else Path(src).parent.name.split(
+        "_", 1)[-1]
+    target = out_dir or unique_run_dir(MODELS_DIR, f"{base}-onnx")
+    folder = export_onnx(src, target, max_seq_length=max_seq_length, fp32_nodes=patterns,
+                         name=f"{base}-onnx")
+    out.print(f"exported {escape(src)} -> [bold]{folder}[/]")
+    if measure:
+        rep = measure_export(folder, dataset=dataset, n_texts=n_texts, bootstrap=bootstrap)
+        _print_export_report(rep)
+
+
+def _print_export_report(rep: dict) -> None:
+    t = Table(title=f"{rep['model']}: encode throughput and agreement "
+              f"({rep['speed'][0]['n_texts']} validation texts, "
+              f"{rep['speed'][0]['threads']} threads)")
+    for col in ("backend", "sentences/s", "speed-up", "size MB", "cos mean", "cos min"):
+        t.add_column(col, justify="left" if col == "backend" else "right")
+    for r in rep["speed"]:
+        t.add_row(r["backend"], f"{r['sentences_per_s']:.1f}", f"{r['speedup']:.2f}x",
+                  str(r["size_mb"]), f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}")
     out.print(t)
-    out.print(f"ratio default/plain = {res['ratio_default_over_plain']} "
-              f"({res['threads']} threads, batch {batch_size}, {steps} steps)")
+    q = Table(title="NDCG@10 by backend (paired difference to torch, 95% CI)")
+    for col in ("split", "backend", "ndcg@10", "95% CI", "delta vs torch", "delta CI"):
+        q.add_column(col, justify="left" if col in ("split", "backend") else "right")
+    for r in rep["quality"]:
+        q.add_row(r["split"], r["backend"], f"{r['ndcg@10']:.4f}",
+                  f"[{r['ndcg@10_ci'][0]:.4f}, {r['ndcg@10_ci'][1]:.4f}]",
+                  f"{r['delta_vs_torch']:+.4f}",
+                  f"[{r['delta_ci'][0]:+.4f}, {r['delta_ci'][1]:+.4f}]")
+    out.print(q)
+    for k, v in rep.get("targets", {}).items():
+        out.print(f"target {k}: {'[green]met[/]' if v else '[red]not met[/]'}")
+
+
+@index_app.command("build")
+@friendly
+def index_build(
+    model: Annotated[str | None, typer.Option(
+        help="model spec, export folder, or 'latest-export' (newest itsm export)")] = None,
+    incidents: Annotated[Path | None, typer.Option(
+        help="incidents file (default: the bundled --dataset)")] = None,
+    dataset: Annotated[str, typer.Option(help="bundled data set when no --incidents")] =
+    "it_tickets",
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="new folder (default models/indexes/<timestamp>_<name>)")] = None,
+    columns: Annotated[str | None, typer.Option(
+        help="column mapping: 'servicenow' or a mapping JSON file")] = None,
+    text_fields: Annotated[str | None, typer.Option(
+        help="fields embedded as text (default: the data set's, else "
+             "short_description,description)")] = None,
+    dim: Annotated[int | None, typer.Option(help="Matryoshka dim stored (default: full)")] =
+    None,
+    fusion: Annotated[str, typer.Option(
+        help="auto (chosen on the validation split), weighted or rrf")] = "auto",
+    fusion_weight: Annotated[float | None, typer.Option(
+        help="dense share of the weighted fusion (fixes it; no validation choice)")] = None,
+    encoding: Annotated[str, typer.Option(help="text encoding of the incidents file")] =
+    "utf-8",
+) -> None:
+    """Encode every incident into a new search index (embeddings + BM25 + metadata)."""
+    from itsm_core.config import MODELS_DIR
+    from itsm_core.data import processed_path
+    from itsm_core.io import unique_run_dir
+    from itsm_core.search import build_index
+
+    spec = _resolve_deploy_model(model, None)
+    path = incidents or processed_path(dataset)
+    name = (incidents.stem if incidents else dataset) + (f"_{dim}d" if dim else "")
+    target = out_dir or unique_run_dir(MODELS_DIR / "indexes", name)
+    idx = build_index(spec, path, target, columns=columns, text_fields=_csv_list(text_fields),
+                      dim=dim, fusion=fusion, fusion_weight=fusion_weight, encoding=encoding)
+    _print_index_info(idx)
+
+
+@index_app.command("add")
+@friendly
+def index_add(
+    incidents: Annotated[Path, typer.Argument(help="file with the new incidents")],
+    index: Annotated[Path | None, typer.Option(help="index folder (default: newest)")] = None,
+    columns: Annotated[str | None, typer.Option(
+        help="column mapping of the new file (default: the index's)")] = None,
+    skip_existing: Annotated[bool, typer.Option(
+        help="skip incident numbers already indexed instead of refusing")] = False,
+    encoding: Annotated[str, typer.Option(help="text encoding of the incidents file")] =
+    "utf-8",
+) -> None:
+    """Encode and append new incidents to an index (no rebuild; same model and dim)."""
+    from itsm_core.search import SearchIndex, latest_index
+
+    idx = SearchIndex(index or latest_index())
+    n = idx.add(incidents, columns=columns, skip_existing=skip_existing, encoding=encoding)
+    out.print(f"added {n} incidents -> {idx.path} ({len(idx)} in total)")
+
+
+@index_app.command("info")
+@friendly
+def index_info(
+    index: Annotated[Path | None, typer.Argument(help="index folder (default: newest)")] =
+    None,
+) -> None:
+    """Show an index's model, dim, size, fusion and history."""
+    from itsm_core.search import SearchIndex, latest_index
+
+    _print_index_info(SearchIndex(index or latest_index()))
+
+
+def _print_index_info(idx) -> None:  # noqa: ANN001 - SearchIndex
+    m = idx.meta
+    t = Table(title=f"index {idx.path}", show_header=False)
+    t.add_column("field")
+    t.add_column("value")
+    build = next((h for h in m.get("history", []) if h.get("op") == "build"), {})
+    for k, v in (("model", f"{m['model']['name']} ({m['model']['spec']})"),
+                 ("incidents", str(len(idx))), ("dim", str(idx.dim)),
+                 ("embeddings MB", f"{idx.embeddings.nbytes / 2**20:.1f}"),
+                 ("text fields", ",".join(m["text"]["fields"])),
+                 ("fusion", idx.fusion.describe()),
+                 ("build seconds", str(build.get("build_seconds"))),
+                 ("encode sentences/s", str(build.get("sentences_per_s"))),
+                 ("additions", str(sum(1 for h in m.get("history", [])
+                                       if h.get("op") == "add")))):
+        t.add_row(k, escape(v))
+    out.print(t)
+
+
+@app.command("search")
+@friendly
+def search_cmd(
+    queries: Annotated[list[str], typer.Argument(help="incident text(s) to search for")],
+    k: Annotated[int, typer.Option("-k", "--top", help="hits per query")] = 5,
+    index: Annotated[Path | None, typer.Option(help="index folder (default: newest under "
+                                                    "models/indexes)")] = None,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25")] = "hybrid",
+    dim: Annotated[int | None, typer.Option(help="Matryoshka dim (<= the index's)")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="model to embed the query with (must be the index's own; default: it is)")] =
+    None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+) -> None:
+    """Find the incidents most similar to a text: number, score, description, category,
+    resolution notes (whatever the index holds)."""
+    import json
+
+    from itsm_core.search import SearchIndex, latest_index, results_records
+
+    idx = SearchIndex(index or latest_index())
+    results = idx.search(queries, k=k, mode=mode, dim=dim, model=model)
+    if as_json:
+        payload = {"index": str(idx.path), "model": idx.model_name, "mode": mode,
+                   "dim": dim or idx.dim, "results": results_records(results, queries)}
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        return
+    for q, res in zip(queries, results):
+        t = Table(title=f"{escape(q)}  [dim]({mode}, {dim or idx.dim}-d, "
+                  f"{escape(idx.model_name)})[/]")
+        summary = next((c for c in ("short_description", "title") if c in res.columns), "text")
+        cols = ["number", "score", summary] + [c for c in (
+            "category", "subcategory", "topic_group", "resolution_notes") if c in res.columns]
+        for c in cols:
+            t.add_column(c, justify="right" if c == "score" else "left",
+                         overflow="fold", max_width=60 if c in (summary, "resolution_notes")
+                         else None)
+        for r in res.itertuples(index=False):
+            row = r._asdict()
+            t.add_row(*[f"{row[c]:.3f}" if c == "score" else escape(_short(row.get(c)))
+                        for c in cols])
+        out.print(t)
+
+
+def _short(v, n: int = 160) -> str:  # noqa: ANN001
+    import pandas as pd
+
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return ""
+    s = str(v)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _bench_deploy(what: str, model: str, dataset: str, batch_size: int,
+                  index: Path | None, n: int) -> None:
+    from itsm_core.bench import encode_throughput, search_latency
+
+    if what == "encode":
+        folder = _resolve_deploy_model("latest-export" if model == "minilm" else model, None)
+        res = encode_throughput(folder, dataset, n=n or 512, batch_size=batch_size)
+        t = Table("backend", "sentences/s", "speed-up", "size MB", "cos mean", "cos min",
+                  title=f"encode throughput ({escape(folder)})")
+        for r in res["rows"]:
+            t.add_row(r["backend"], f"{r['sentences_per_s']:.1f}", f"{r['speedup']:.2f}x",
+                      str(r["size_mb"]), f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}")
+        out.print(t)
+        return
+    from itsm_core.search import latest_index
+
+    if index is None:
+        try:
+            index = latest_index()
+        except ItsmError:
+            index = None
+    res = search_latency(n=n or 50_000, index=index)
+    t = Table("corpus", "search", "dim", "n", "index MB", "p50 ms", "p95 ms",
+              title=f"top-{res['k']} latency, one query at a time ({res['blas_threads']} "
+              f"BLAS threads)")
+    for r in res["rows"]:
+        t.add_row(escape(r["corpus"]), r["what"], str(r["dim"]), str(r["n"]),
+                  str(r["index_mb"] or ""), f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}")
+    out.print(t)
+    if "encode_query" in res:
+        e = res["encode_query"]
+        out.print(f"query encoding ({escape(res['model'])}): p50 {e['p50_ms']:.1f} ms, "
+                  f"p95 {e['p95_ms']:.1f} ms; index build {res['index_build_seconds']} s "
+                  f"({res['index_encode_sentences_per_s']} sentences/s); BM25 build "
+                  f"{res['bm25_build_seconds']} s; max RSS {res['max_rss_mb']} MB")
+# --- end deployment ---
 
 
 # --- diagnose (owned by diagnose.py) ---

@@ -170,3 +170,56 @@ def test_results_json_records(index):
     assert [r["query"] for r in back] == ["wifi drops", "printer offline"]
     assert all(len(r["hits"]) == 2 and {"rank", "score", "number"} <= set(r["hits"][0])
                for r in back)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from itsm_core.cli import app
+
+    return CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke(
+        app, [str(a) for a in args])
+
+
+def test_cli_index_build_search_json_add_and_mismatch(tiny_model, other_model,
+                                                      incidents_csv, tmp_path):
+    df = pd.read_csv(incidents_csv)
+    first, rest = tmp_path / "first.csv", tmp_path / "rest.csv"
+    df.iloc[:36].to_csv(first, index=False)
+    df.iloc[36:].to_csv(rest, index=False)
+    folder = tmp_path / "idx"
+    res = _cli("index", "build", "--model", tiny_model, "--incidents", first, "--out", folder)
+    assert res.exit_code == 0, res.output
+    assert "fusion" in res.output
+    res = _cli("search", "vpn keeps dropping", "-k", "3", "--index", folder, "--json")
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)  # progress bars of model loading go to stderr
+    hits = payload["results"][0]["hits"]
+    assert payload["results"][0]["query"] == "vpn keeps dropping" and len(hits) == 3
+    assert {"rank", "score", "number", "short_description", "category",
+            "resolution_notes"} <= set(hits[0])
+    res = _cli("search", "printer jam", "--index", folder, "-k", "2")
+    assert res.exit_code == 0 and "resolution_notes" in res.output
+    res = _cli("index", "add", rest, "--index", folder)
+    assert res.exit_code == 0 and "added 6 incidents" in res.output
+    assert json.loads((folder / INDEX_META_FILE).read_text())["n"] == 42
+    res = _cli("index", "add", rest, "--index", folder)
+    assert res.exit_code == 2 and "already in the index" in res.output
+    res = _cli("search", "vpn", "--index", folder, "--model", other_model)
+    assert res.exit_code == 2 and "was built with model" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_export_without_measurement(tiny_model, tmp_path):
+    res = _cli("export", "--model", tiny_model, "--out", tmp_path / "exp", "--no-measure",
+               "--fp32-nodes", "none", "--max-seq-length", "32")
+    assert res.exit_code == 0, res.output
+    from itsm_core.export import load_export
+
+    enc = load_export(tmp_path / "exp")
+    assert enc.max_seq_length == 32 and enc.meta["quantization"]["fp32_nodes"] == []
+    res = _cli("export", "--model", tiny_model, "--out", tmp_path / "exp", "--no-measure")
+    assert res.exit_code == 2 and "refusing to overwrite" in res.output
