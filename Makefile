@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 .PHONY: env setup test test-all pipeline data benchmark train report leaderboard lint clean-env \
-	pretrain distill
+	pretrain distill export index
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,13 +56,21 @@ distill: data  ## ensemble(minilm-ft, minilm-simcse-ft) -> MiniLM student; repor
 	  --name ensemble-ft-simcse --out $$ens; \
 	$(ITSM) report distill --teacher $$ens --dataset it_tickets --profile $(PROFILE)
 
+export: env  ## INT8 ONNX export of the pipeline's fine-tuned MiniLM (it_tickets), measured vs torch
+	$(ITSM) export --trained it_tickets --trained-name minilm-ft --max-seq-length 128
+
+index: env  ## bundled search index over it_tickets (newest export) + latency bench + reports/export_search.html
+	$(ITSM) index build --model latest-export --dataset it_tickets
+	$(ITSM) bench search
+	$(ITSM) report export
+
 report: env
 	$(ITSM) report evaluate
 	$(ITSM) report diagnose
 	$(ITSM) leaderboard --markdown | tee reports/leaderboard.md
 
-pipeline: env  ## the main job: data -> baselines + zero-shot -> train -> reports
-	$(MAKE) data benchmark train report
+pipeline: env  ## the main job: data -> baselines + zero-shot -> train -> export + index -> reports
+	$(MAKE) data benchmark train export index report
 
 lint: env
 	$(BIN)/ruff check itsm_core tests

@@ -429,17 +429,19 @@ index_app = typer.Typer(help="Similar-incident search indexes (build, add, info)
 app.add_typer(index_app, name="index")
 
 
-def _resolve_deploy_model(model: str | None, trained: str | None) -> str:
-    """--model, or `latest-export`, or the newest fine-tuned model of --trained DATASET."""
+def _resolve_deploy_model(model: str | None, trained: str | None,
+                          trained_name: str = "minilm-ft") -> str:
+    """--model, or `latest-export`, or the newest run called --trained-name that was
+    evaluated on --trained DATASET."""
     if trained:
-        from itsm_core.diagnose import latest_trained_model
+        from itsm_core.export import trained_model
 
-        found = latest_trained_model(trained)
+        found = trained_model(trained, trained_name)
         if not found:
-            raise ItsmError(f"no fine-tuned model evaluated on {trained!r} on the leaderboard",
-                            where="--trained",
-                            fix=f"train one (`make train` / `itsm train --dataset {trained}`)"
-                            " or pass --model")
+            raise ItsmError(f"no model {trained_name!r} evaluated on {trained!r} on the "
+                            "leaderboard", where="--trained",
+                            fix=f"train it (`make train` / `itsm train --dataset {trained}`)"
+                            ", choose --trained-name, or pass --model")
         return found
     if model == "latest-export":
         from itsm_core.export import latest_export
@@ -461,7 +463,10 @@ def export_cmd(
         help="model to export: registry key, model folder (e.g. models/<run>/model), hub id")]
     = None,
     trained: Annotated[str | None, typer.Option(
-        help="export the newest fine-tuned model evaluated on this data set instead")] = None,
+        help="export the newest --trained-name run evaluated on this data set instead")] =
+    None,
+    trained_name: Annotated[str, typer.Option(help="training run name for --trained")] =
+    "minilm-ft",
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="new folder (default models/<timestamp>_<name>-onnx)")] = None,
     max_seq_length: Annotated[int | None, typer.Option(
@@ -483,7 +488,7 @@ def export_cmd(
     from itsm_core.export import export_onnx, measure_export
     from itsm_core.io import unique_run_dir
 
-    src = _resolve_deploy_model(model, trained)
+    src = _resolve_deploy_model(model, trained, trained_name)
     patterns = None if fp32_nodes is None else (
         [] if fp32_nodes.strip().lower() == "none" else _csv_list(fp32_nodes) or [])
     base = Path(src).name if Path(src).name != "model" else Path(src).parent.name.split(
@@ -662,6 +667,35 @@ def _short(v, n: int = 160) -> str:  # noqa: ANN001
         return ""
     s = str(v)
     return s if len(s) <= n else s[: n - 1] + "…"
+
+
+@report_app.command("export")
+@friendly
+def report_export(
+    export_dir: Annotated[Path | None, typer.Option(help="export folder (default: newest)")] =
+    None,
+    index_dir: Annotated[Path | None, typer.Option(help="index folder (default: newest)")] =
+    None,
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for CIs")] = 1000,
+    output: Annotated[Path | None, typer.Option(help="HTML path")] = None,
+) -> None:
+    """Run notebooks/08_export_search.ipynb and export reports/export_search.html: export
+    table, per-dim size/latency, hybrid vs BM25 vs dense (test, CIs), example queries."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from itsm_core.reports import run_report
+
+    try:
+        html = run_report("08_export_search", {
+            "export_dir": str(export_dir or ""), "index_dir": str(index_dir or ""),
+            "dataset": dataset, "bootstrap": bootstrap}, output=output, name="export_search")
+    except PapermillExecutionError as exc:
+        if exc.ename == "ItsmError":
+            raise ItsmError(f"the export report notebook failed: {exc.evalue}",
+                            where="reports/executed/export_search.ipynb") from None
+        raise
+    out.print(f"report -> {html}")
 
 
 def _bench_deploy(what: str, model: str, dataset: str, batch_size: int,

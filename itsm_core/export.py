@@ -348,8 +348,12 @@ class OnnxEncoder:
 
     def encode(self, sentences: str | Sequence[str], batch_size: int = 32,
                convert_to_numpy: bool = True, normalize_embeddings: bool = True,
-               show_progress_bar: bool = False, **_: Any) -> np.ndarray:
-        """Embeddings (n, dim) float32; L2-normalised unless told otherwise."""
+               show_progress_bar: bool = False, truncate_dim: int | None = None,
+               **_: Any) -> np.ndarray:
+        """Embeddings (n, dim) float32; L2-normalised unless told otherwise.
+
+        ``truncate_dim`` keeps the first dims (Matryoshka), normalised after truncation.
+        """
         single = isinstance(sentences, str)
         texts = [sentences] if single else [str(s).strip() for s in sentences]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -364,8 +368,13 @@ class OnnxEncoder:
             for s in starts:
                 idx = order[s:s + batch_size]
                 out[idx] = self.session.run(["embedding"], self._batch(encs, idx))[0]
-            if normalize_embeddings:
-                out /= np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+        if truncate_dim:
+            if not 0 < int(truncate_dim) <= self.dim:
+                raise ItsmError(f"truncate_dim {truncate_dim} is not in 1..{self.dim}",
+                                where=str(self.path), fix="choose e.g. 64, 128 or 256")
+            out = np.ascontiguousarray(out[:, : int(truncate_dim)])
+        if normalize_embeddings and len(out):
+            out /= np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
         return out[0] if single else out
 
 
@@ -585,3 +594,26 @@ def pattern_agreement(export_dir: str | Path, candidates: dict[str, Sequence[str
                          "sentences_per_s": round(t, 1),
                          "size_mb": round(target.stat().st_size / 2**20, 1)})
     return rows
+
+
+def trained_model(dataset: str, name: str = "minilm-ft",
+                  leaderboard: str | Path | None = None) -> str | None:
+    """Folder of the newest model called ``name`` (a training run's name, e.g. the
+    pipeline's ``minilm-ft``) evaluated on ``dataset``; None when there is none."""
+    from itsm_core.config import LEADERBOARD_CSV
+    from itsm_core.results import read_leaderboard
+
+    board = read_leaderboard(leaderboard or LEADERBOARD_CSV)
+    if board.empty:
+        return None
+    rows = board[(board["task"] == "evaluate") & (board["dataset"] == dataset)
+                 & (board["model"].astype(str) == name)]
+    for r in rows.sort_values("timestamp", ascending=False).itertuples():
+        f = Path(str(r.run_dir)) / "metrics.json"
+        if not f.exists():
+            continue
+        rec = json.loads(f.read_text(encoding="utf-8"))
+        cand = rec.get("model_arg") or (rec.get("model_spec") or {}).get("path")
+        if cand and Path(cand).is_dir():
+            return str(cand)
+    return None

@@ -82,6 +82,11 @@ def test_int8_export_agrees_with_torch_within_bound(tiny_export, torch_embedding
     # dynamic quantization scales activations per batch: a text encoded alone agrees
     # closely, not bit-exactly, with the same text inside a batch
     assert float(single @ emb[0]) > 0.99
+    cut = enc.encode(TEXTS, batch_size=4, truncate_dim=16)  # Matryoshka truncation
+    assert cut.shape == (len(TEXTS), 16)
+    np.testing.assert_allclose(np.linalg.norm(cut, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ItsmError, match="truncate_dim"):
+        enc.encode(TEXTS, truncate_dim=64)
 
 
 def test_fp32_node_patterns_stay_unquantized(tiny_model, tmp_path):
