@@ -529,7 +529,8 @@ def run_stages(cfg: PretrainConfig, *, finetune: bool = True, train_profile: str
     pre = run_pretrain(cfg, incidents_path=incidents_path)
     ft = None
     tcfg = train_config(train_profile, model=str(pre.model_dir), dataset=cfg.dataset,
-                        seed=cfg.seed, evaluate_test=cfg.evaluate_test)
+                        seed=cfg.seed, evaluate_test=cfg.evaluate_test,
+                        name=f"{pre.meta['name']}-ft")  # run dir + model name, not the path
     if finetune:
         ft = run_training(tcfg, incidents_path=incidents_path)
     if not cfg.evaluate_test:
