@@ -196,7 +196,7 @@ def _index_latency(index: str | Path, dims: tuple[int, ...], k: int, n_queries: 
     from itsm_core.search import SearchIndex
 
     idx = SearchIndex(index)
-    texts = idx.incidents["text"].sample(n_queries, random_state=SEED).tolist()
+    texts = idx.incidents["text"].sample(min(n_queries, len(idx)), random_state=SEED).tolist()
     t0 = time.perf_counter()
     idx.bm25()
     bm25_build = time.perf_counter() - t0

@@ -154,7 +154,7 @@ def hybrid_comparison(dense_spec: str | None = None, dataset: str = "it_tickets"
     bench = None
     runs: dict[str, str] = {}
     for role, spec in specs.items():
-        scorer = load_scorer(spec)
+        scorer = load_scorer(spec, show_progress=False)
         run = _latest_run(scorer.name, dataset, lb, model_arg=spec)
         if run is None:
             if bench is None:

@@ -297,12 +297,6 @@ EXPORT_SEARCH = notebook([
     ("code", "exported['info']"),
     ("md", "## The search index"),
     ("code", "deploy.index_summary(index_dir or None)"),
-    ("md", "## Size and top-10 latency per Matryoshka dim (one query at a time)\n\n"
-           "`synthetic` rows: 50,000 random unit vectors; the index rows: the real "
-           "incidents (query encoding excluded; quality per dim from evaluate_v2 on test)."),
-    ("code", "latency = deploy.latency_table(index_dir or None)\n"
-             "latency"),
-    ("code", "latency.attrs['encode_query']"),
     ("md", "## Hybrid vs BM25 vs dense (test split, value [95 % CI])\n\n"
            "The fusion method and weight were chosen on the validation split only."),
     ("code", "hybrid = deploy.hybrid_comparison(export_dir or None, dataset=dataset,\n"
@@ -312,6 +306,12 @@ EXPORT_SEARCH = notebook([
     ("code", "hybrid['fusion']"),
     ("md", "### The fusion candidates of the index (validation NDCG@10)"),
     ("code", "deploy.fusion_grid(index_dir or None)"),
+    ("md", "## Size and top-10 latency per Matryoshka dim (one query at a time)\n\n"
+           "`synthetic` rows: 50,000 random unit vectors; the index rows: the real "
+           "incidents (query encoding excluded; quality per dim from evaluate_v2 on test)."),
+    ("code", "latency = deploy.latency_table(index_dir or None)\n"
+             "latency"),
+    ("code", "latency.attrs['encode_query']"),
     ("md", "## Example queries and their nearest incidents"),
     ("code", "for query, hits in deploy.example_queries(queries, index_dir or None, k=k).items():\n"
              "    print(query)\n"
