@@ -273,7 +273,8 @@ def _load_texts(incidents: str | Path, columns: str | Path | None,
                                                       else None)
     df = load_incidents(path, columns, text_fields=text_fields, encoding=encoding)
     builder = TextBuilder(fields=tuple(text_fields), max_chars_per_field=max_chars_per_field)
-    show = [c for c in DISPLAY_COLUMNS if c in df.columns and df[c].notna().any()]
+    show = [c for c in DISPLAY_COLUMNS if c in df.columns
+            and (df[c].astype("string").fillna("").str.strip() != "").any()]
     out = df[["number", *show]].copy()
     out.insert(1, "text", builder.build_series(df).to_numpy())
     for c in show:
