@@ -145,3 +145,24 @@ def test_export_is_a_model_spec_for_evaluate(tiny_export, tiny_incidents, isolat
     assert rec["model"] == scorer.name and 0.0 <= rec["ndcg@10"] <= 1.0
     assert (tmp_path / "run" / "metrics.json").exists()
     assert isolated_results.leaderboard.exists()
+
+
+def test_latest_export_and_trained_lookup(tiny_export, tmp_path, isolated_results):
+    import shutil
+
+    from itsm_core.export import latest_export, trained_model
+
+    assert latest_export(tmp_path) is None
+    for name in ("20260101T000000Z_a-onnx", "20260102T000000Z_b-onnx"):
+        shutil.copytree(tiny_export, tmp_path / name)
+    assert latest_export(tmp_path).name == "20260102T000000Z_b-onnx"
+    assert trained_model("it_tickets", leaderboard=isolated_results.leaderboard) is None
+
+
+def test_cli_export_trained_without_runs_is_a_clean_error(isolated_results):
+    from typer.testing import CliRunner
+
+    from itsm_core.cli import app
+
+    res = CliRunner().invoke(app, ["export", "--trained", "it_tickets", "--no-measure"])
+    assert res.exit_code == 2 and "no model 'minilm-ft' evaluated on 'it_tickets'" in res.output
