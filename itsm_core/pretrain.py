@@ -568,7 +568,24 @@ def stages_from_runs(pretrain_run: str | Path, finetune_run: str | Path | None =
         if alone_dir is None:
             alone_dir, alone_note = finetune_alone_dir(dataset, tcfg, f"{base_key}-ft")
     stages.append(("fine-tune alone", alone_dir, alone_note or "no fine-tune to compare"))
-    return stage_table(dataset, stages)
+    lex_dir, lex_name = best_lexical_eval_dir(dataset)
+    stages.append(("lexical baseline", lex_dir, f"best of tfidf / bm25 on NDCG@10: {lex_name}"
+                   if lex_dir else "no lexical baseline evaluated: run `itsm benchmark`"))
+    return stage_table(dataset, stages,
+                       reference=("base", "fine-tune alone", "lexical baseline"))
+
+
+def best_lexical_eval_dir(dataset: str, metric: str = "ndcg@10",
+                          leaderboard: str | Path | None = None) -> tuple[Path | None, str]:
+    """Evaluation dir of the best lexical baseline (newest run each) on ``dataset``."""
+    best: tuple[float, Path | None, str] = (-1.0, None, "")
+    for name in ("tfidf", "bm25"):
+        d = latest_eval_dir(dataset, name, leaderboard)
+        if d is not None:
+            v = read_run_json(d, "metrics.json", "itsm evaluate").get(metric, -1.0)
+            if v is not None and v > best[0]:
+                best = (v, d, name)
+    return best[1], best[2]
 
 
 def pt_summary(meta: dict[str, Any]) -> str:

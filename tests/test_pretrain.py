@@ -200,10 +200,12 @@ def test_stages_fine_tune_starts_from_the_adapted_model(tmp_path, bundle, isolat
     assert res.finetune.meta["train_config"]["model"] == str(res.pretrain.model_dir)
     assert res.finetune.test_record["model"] == "tiny-simcse-ft"
     stages = list(res.table["stage"])
-    assert stages == ["base", "+SimCSE", "+SimCSE → fine-tune", "fine-tune alone"]
+    assert stages == ["base", "+SimCSE", "+SimCSE → fine-tune", "fine-tune alone",
+                      "lexical baseline"]
     # no zero-shot / plain fine-tune runs exist in the isolated leaderboard: noted, not faked
     t = res.table.set_index("stage")
     assert pd.isna(t.loc["base", "ndcg@10"]) and "itsm evaluate" in t.loc["base", "note"]
+    assert pd.isna(t.loc["lexical baseline", "ndcg@10"])
     assert t.loc["+SimCSE → fine-tune", "ndcg@10"] >= 0
     assert res.table_path.exists()
     # the table can be rebuilt from the finished runs, e.g. with a given plain fine-tune
@@ -223,3 +225,16 @@ def test_stages_fine_tune_starts_from_the_adapted_model(tmp_path, bundle, isolat
         t.loc["+SimCSE → fine-tune", "ndcg@10"])
     assert rebuilt.loc["+SimCSE → fine-tune", "ndcg@10_diff_vs_fine-tune_alone"] == 0
     assert len(list(res.table_path.parent.glob("*_tiny_pretrain.csv"))) == 2  # none overwritten
+
+
+def test_best_lexical_baseline_is_the_higher_one(tmp_path, isolated_results):
+    from itsm_core.pretrain import best_lexical_eval_dir
+    from itsm_core.results import append_leaderboard
+
+    assert best_lexical_eval_dir("tiny") == (None, "")
+    for name, vals in (("tfidf", [0.3, 0.3]), ("bm25", [0.5, 0.6])):
+        d = _fake_eval(tmp_path / name, name, vals)
+        append_leaderboard({"task": "evaluate", "dataset": "tiny", "split": "test",
+                            "model": name, "timestamp": "20260101T000000Z"}, d,
+                           isolated_results.leaderboard)
+    assert best_lexical_eval_dir("tiny") == (tmp_path / "bm25", "bm25")
