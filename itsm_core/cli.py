@@ -474,6 +474,9 @@ def export_cmd(
     fp32_nodes: Annotated[str | None, typer.Option(
         help="comma-separated regexes of ONNX node names kept fp32 when quantizing; "
              "'none' = quantize every MatMul; default = the architecture's default")] = None,
+    optimize: Annotated[bool, typer.Option(
+        help="BERT: fuse the graph (onnxruntime.transformers.optimizer) before quantizing")]
+    = False,
     measure: Annotated[bool, typer.Option(
         help="measure torch / ONNX fp32 / ONNX INT8 side by side")] = True,
     dataset: Annotated[str, typer.Option(help="bundled data set for the measurement")] =
@@ -495,7 +498,7 @@ def export_cmd(
         "_", 1)[-1]
     target = out_dir or unique_run_dir(MODELS_DIR, f"{base}-onnx")
     folder = export_onnx(src, target, max_seq_length=max_seq_length, fp32_nodes=patterns,
-                         name=f"{base}-onnx")
+                         name=f"{base}-onnx", optimize=optimize)
     out.print(f"exported {escape(src)} -> [bold]{folder}[/]")
     if measure:
         rep = measure_export(folder, dataset=dataset, n_texts=n_texts, bootstrap=bootstrap)

@@ -133,7 +133,7 @@ def _fingerprint(path: str | Path | None) -> str | None:
 def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
                 max_seq_length: int | None = None,
                 fp32_nodes: Sequence[str] | None = None,
-                name: str | None = None) -> Path:
+                name: str | None = None, optimize: bool = False) -> Path:
     """Export ``model_spec`` to ``out`` (a new, empty folder): fp32 + INT8 ONNX, tokenizer.
 
     Args:
@@ -143,6 +143,9 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
         fp32_nodes: regexes of node names kept in fp32 when quantizing; None = the
             architecture default (:data:`FP32_NODE_DEFAULTS`), ``[]`` = quantize all.
         name: model name in results (default ``<source name>-onnx``).
+        optimize: BERT-family only: export with eager attention and fuse the graph with
+            ``onnxruntime.transformers.optimizer`` (Attention, SkipLayerNorm, BiasGelu,
+            EmbedLayerNorm) before quantizing (fused Attention becomes QAttention).
 
     Returns:
         The export folder.
@@ -171,6 +174,9 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
     sample = tokenizer(["vpn drops every hour", "printer jams on tray two again today"],
                        padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     input_names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+    optimize = bool(optimize and mtype == "bert")
+    if optimize:  # the optimizer fuses the eager attention pattern, not SDPA's
+        model[0].auto_model.set_attn_implementation("eager")
     graph = _EmbeddingGraph(model, input_names)
     fp32_path, int8_path = out / ONNX_FILES["fp32"], out / ONNX_FILES["int8"]
     dyn = {k: {0: "batch", 1: "sequence"} for k in input_names}
@@ -185,6 +191,14 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
         torch.onnx.export(graph, tuple(sample[k] for k in input_names), str(fp32_path),
                           dynamo=False, input_names=input_names, output_names=["embedding"],
                           dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
+    if optimize:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        cfg = model[0].auto_model.config
+        fused = optimize_model(str(fp32_path), model_type="bert",
+                               num_heads=int(cfg.num_attention_heads),
+                               hidden_size=int(cfg.hidden_size))
+        fused.save_model_to_file(str(fp32_path))
     export_s = time.perf_counter() - t0
     excluded = matching_nodes(fp32_path, patterns)
     if patterns and not excluded:
@@ -195,7 +209,8 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
     t0 = time.perf_counter()
     quantize_dynamic(str(fp32_path), str(int8_path), per_channel=True,
                      weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                     op_types_to_quantize=["MatMul", "Gemm"])
+                     op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+                     extra_options={"DefaultTensorType": 1})  # FLOAT for fused ops
     quant_s = time.perf_counter() - t0
     pooling = _pooling_config(spec.path)
     export_spec = replace(spec, key=name or f"{spec.key}-onnx", max_seq_length=max_len,
@@ -217,7 +232,8 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
         "sha256": {v: sha256_file(out / ONNX_FILES[v]) for v in VARIANTS},
         "quantization": {"method": "onnxruntime.quantization.quantize_dynamic",
                          "per_channel": True, "weight_type": "QInt8",
-                         "fp32_patterns": list(patterns), "fp32_nodes": excluded},
+                         "fp32_patterns": list(patterns), "fp32_nodes": excluded,
+                         "graph_optimized": optimize},
         "opset": OPSET, "export_seconds": round(export_s, 2),
         "quantize_seconds": round(quant_s, 2),
         "versions": _versions(),

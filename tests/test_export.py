@@ -166,3 +166,16 @@ def test_cli_export_trained_without_runs_is_a_clean_error(isolated_results):
 
     res = CliRunner().invoke(app, ["export", "--trained", "it_tickets", "--no-measure"])
     assert res.exit_code == 2 and "no model 'minilm-ft' evaluated on 'it_tickets'" in res.output
+
+
+def test_optimized_export_fuses_attention_and_agrees(tiny_model, tmp_path, torch_embeddings):
+    import onnx
+
+    out = export_onnx(str(tiny_model), tmp_path / "opt", max_seq_length=48, optimize=True)
+    ops = {n.op_type for n in onnx.load(str(out / "model_fp32.onnx")).graph.node}
+    assert "Attention" in ops  # fused by onnxruntime.transformers.optimizer
+    assert "QAttention" in {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
+    fp32 = load_export(out, "fp32").encode(TEXTS, batch_size=2)
+    assert np.einsum("ij,ij->i", fp32, torch_embeddings).min() > 0.9999
+    int8 = load_export(out).encode(TEXTS, batch_size=2)
+    assert np.einsum("ij,ij->i", int8, torch_embeddings).min() > 0.98
