@@ -956,7 +956,7 @@ def pretrain_cmd(
     if res.finetune is not None:
         out.print(f"fine-tuned from it -> {res.finetune.run_dir}")
     if not res.table.empty:
-        _print_frame(format_stage_table(res.table).drop(columns=["note"]),
+        _print_frame(format_stage_table(res.table).drop(columns=["dataset", "note"]),
                      f"stages on {dataset} (test; value [95% CI], paired differences)")
         out.print(f"stage table -> {res.table_path}")
 
@@ -982,7 +982,8 @@ def stages_cmd(
 
     table = stages_from_runs(pretrain_run, finetune_run, alone_eval=alone_eval)
     dataset = load_pretrain_meta(pretrain_run)["pretrain_config"]["dataset"]
-    _print_frame(format_stage_table(table), f"stages on {dataset} (test)")
+    _print_frame(format_stage_table(table).drop(columns=["dataset", "note"]),
+                 f"stages on {dataset} (test; value [95% CI], paired differences)")
     out.print(f"stage table -> {save_stage_table(table, dataset)}")
 
 
