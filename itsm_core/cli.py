@@ -649,15 +649,17 @@ def search_cmd(
     for q, res in zip(queries, results):
         t = Table(title=f"{escape(q)}  [dim]({mode}, {dim or idx.dim}-d, "
                   f"{escape(idx.model_name)})[/]")
-        summary = next((c for c in ("short_description", "title") if c in res.columns), "text")
-        cols = ["number", "score", summary] + [c for c in (
+        cols = ["number", "score", "short description"] + [c for c in (
             "category", "subcategory", "topic_group", "resolution_notes") if c in res.columns]
         for c in cols:
-            t.add_column(c, justify="right" if c == "score" else "left",
-                         overflow="fold", max_width=60 if c in (summary, "resolution_notes")
+            t.add_column(c, justify="right" if c == "score" else "left", overflow="fold",
+                         max_width=60 if c in ("short description", "resolution_notes")
                          else None)
-        for r in res.itertuples(index=False):
-            row = r._asdict()
+        for row in res.to_dict("records"):
+            # first non-empty of short_description / title, else the embedded text
+            row["short description"] = next(
+                (_short(row.get(c), 120) for c in ("short_description", "title", "text")
+                 if _short(row.get(c))), "")
             t.add_row(*[f"{row[c]:.3f}" if c == "score" else escape(_short(row.get(c)))
                         for c in cols])
         out.print(t)
