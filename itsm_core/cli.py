@@ -913,6 +913,11 @@ def _max_texts_help(default: str) -> str:
     return f"training-split texts to use (0 = all; default: the profile's, {default})"
 
 
+def _abs_if_path(spec: str) -> str:
+    """Notebooks run in notebooks/: hand them absolute paths for local folders."""
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+
 def _print_frame(df, title: str) -> None:  # noqa: ANN001 - pandas DataFrame
     t = Table(*[str(c) for c in df.columns], title=title)
     for _, r in df.iterrows():
@@ -1004,7 +1009,7 @@ def report_pretrain(
     from itsm_core.reports import run_report
 
     html = run_report("06_pretrain", {
-        "model": model, "dataset": dataset, "method": method, "profile": profile,
+        "model": _abs_if_path(model), "dataset": dataset, "method": method, "profile": profile,
         "train_profile": train_profile, "max_texts": max_texts},
         output=output, name=f"pretrain_{dataset}")
     out.print(f"report -> {html}")
@@ -1091,8 +1096,8 @@ def report_distill(
     from itsm_core.reports import run_report
 
     html = run_report("07_distill", {
-        "teacher": teacher, "student": student, "dataset": dataset, "loss": loss,
-        "profile": profile, "max_texts": max_texts},
+        "teacher": _abs_if_path(teacher), "student": _abs_if_path(student),
+        "dataset": dataset, "loss": loss, "profile": profile, "max_texts": max_texts},
         output=output, name=f"distill_{dataset}")
     out.print(f"report -> {html}")
 # --- end pretrain / ensemble / distill ---
