@@ -637,7 +637,7 @@ def search_cmd(
     resolution notes (whatever the index holds)."""
     import json
 
-    from itsm_core.search import SearchIndex, latest_index, results_records
+    from itsm_core.search import SearchIndex, latest_index, results_records, summaries
 
     idx = SearchIndex(index or latest_index())
     results = idx.search(queries, k=k, mode=mode, dim=dim, model=model)
@@ -655,11 +655,8 @@ def search_cmd(
             t.add_column(c, justify="right" if c == "score" else "left", overflow="fold",
                          max_width=60 if c in ("short description", "resolution_notes")
                          else None)
+        res = res.assign(**{"short description": summaries(res)})
         for row in res.to_dict("records"):
-            # first non-empty of short_description / title, else the embedded text
-            row["short description"] = next(
-                (_short(row.get(c), 120) for c in ("short_description", "title", "text")
-                 if _short(row.get(c))), "")
             t.add_row(*[f"{row[c]:.3f}" if c == "score" else escape(_short(row.get(c)))
                         for c in cols])
         out.print(t)

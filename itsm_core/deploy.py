@@ -227,8 +227,11 @@ def example_queries(queries: Sequence[str] | str, index_dir: str | Path | None =
     idx = SearchIndex(_index_dir(index_dir))
     out = {}
     for q, res in zip(queries, idx.search(list(queries), k=k, mode=mode)):
-        keep = [c for c in ("rank", "score", "number", "short_description", "title",
-                            "category", "topic_group", "resolution_notes") if c in res.columns]
+        from itsm_core.search import summaries
+
+        res.insert(3, "summary", summaries(res))
+        keep = [c for c in ("rank", "score", "number", "summary", "category", "subcategory",
+                            "topic_group", "resolution_notes") if c in res.columns]
         res = res[keep].copy()
         res["score"] = res["score"].round(3)
         out[q] = res

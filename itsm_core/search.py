@@ -611,6 +611,16 @@ def latest_index(models_dir: str | Path | None = None) -> Path:
     return found[-1]
 
 
+def summaries(hits: pd.DataFrame, width: int = 120) -> pd.Series:
+    """Per hit: its short description, else its title, else the start of its text."""
+    out = pd.Series([""] * len(hits), index=hits.index, dtype=object)
+    for col in ("text", "title", "short_description"):  # last wins: most specific first
+        if col in hits.columns:
+            vals = hits[col].astype("string").fillna("").str.strip()
+            out = out.where(vals == "", vals)
+    return out.map(lambda s: s if len(s) <= width else s[: width - 1] + "…")
+
+
 def results_records(results: list[pd.DataFrame], queries: Sequence[str]) -> list[dict]:
     """JSON-ready results: one object per query with its hits."""
     out = []

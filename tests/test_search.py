@@ -223,3 +223,14 @@ def test_cli_export_without_measurement(tiny_model, tmp_path):
     assert enc.max_seq_length == 32 and enc.meta["quantization"]["fp32_nodes"] == []
     res = _cli("export", "--model", tiny_model, "--out", tmp_path / "exp", "--no-measure")
     assert res.exit_code == 2 and "refusing to overwrite" in res.output
+
+
+def test_summaries_fall_back_to_title_then_text():
+    from itsm_core.search import summaries
+
+    hits = pd.DataFrame({"short_description": ["VPN down", "", None],
+                         "title": ["t0", "printer title", None],
+                         "text": ["a", "b", "x" * 300]})
+    got = summaries(hits, width=50).tolist()
+    assert got[:2] == ["VPN down", "printer title"]
+    assert got[2].startswith("xxx") and len(got[2]) == 50 and got[2].endswith("…")
