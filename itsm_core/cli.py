@@ -690,7 +690,9 @@ def report_export(
 
     try:
         html = run_report("08_export_search", {
-            "export_dir": str(export_dir or ""), "index_dir": str(index_dir or ""),
+            # absolute: the notebook runs with notebooks/ as its working directory
+            "export_dir": str(export_dir.resolve()) if export_dir else "",
+            "index_dir": str(index_dir.resolve()) if index_dir else "",
             "dataset": dataset, "bootstrap": bootstrap}, output=output, name="export_search")
     except PapermillExecutionError as exc:
         if exc.ename == "ItsmError":
