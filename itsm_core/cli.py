@@ -498,7 +498,7 @@ def export_cmd(
         "_", 1)[-1]
     target = out_dir or unique_run_dir(MODELS_DIR, f"{base}-onnx")
     folder = export_onnx(src, target, max_seq_length=max_seq_length, fp32_nodes=patterns,
-                         name=f"{base}-onnx", optimize=optimize)
+                         name=f"{base}.onnx", optimize=optimize)
     out.print(f"exported {escape(src)} -> [bold]{folder}[/]")
     if measure:
         rep = measure_export(folder, dataset=dataset, n_texts=n_texts, bootstrap=bootstrap)

@@ -142,7 +142,9 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
         max_seq_length: token limit baked into the export (default: the spec's).
         fp32_nodes: regexes of node names kept in fp32 when quantizing; None = the
             architecture default (:data:`FP32_NODE_DEFAULTS`), ``[]`` = quantize all.
-        name: model name in results (default ``<source name>-onnx``).
+        name: model name in results (default ``<source name>.onnx``; the dot keeps the
+            name apart from training-run names such as ``minilm-ft`` / ``…-ft-…``, which
+            other tools look up by pattern).
         optimize: BERT-family only: export with eager attention and fuse the graph with
             ``onnxruntime.transformers.optimizer`` (Attention, SkipLayerNorm, BiasGelu,
             EmbedLayerNorm) before quantizing (fused Attention becomes QAttention).
@@ -213,7 +215,7 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
                      extra_options={"DefaultTensorType": 1})  # FLOAT for fused ops
     quant_s = time.perf_counter() - t0
     pooling = _pooling_config(spec.path)
-    export_spec = replace(spec, key=name or f"{spec.key}-onnx", max_seq_length=max_len,
+    export_spec = replace(spec, key=name or f"{spec.key}.onnx", max_seq_length=max_len,
                           path=str(out), packaged=None,
                           extra={**spec.extra, "export": True})
     meta = {

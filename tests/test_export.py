@@ -179,3 +179,10 @@ def test_optimized_export_fuses_attention_and_agrees(tiny_model, tmp_path, torch
     assert np.einsum("ij,ij->i", fp32, torch_embeddings).min() > 0.9999
     int8 = load_export(out).encode(TEXTS, batch_size=2)
     assert np.einsum("ij,ij->i", int8, torch_embeddings).min() > 0.98
+
+
+def test_export_names_are_not_mistaken_for_training_runs(tiny_export):
+    from itsm_core.export import read_export_meta
+
+    name = read_export_meta(tiny_export)["name"]
+    assert name.endswith(".onnx") and "-ft-" not in name and not name.endswith("-ft")
