@@ -115,9 +115,34 @@ def run_ablation(dataset: str = "it_tickets", model: str = "minilm",
 
 def latest_ablation(dataset: str = "it_tickets", out_dir: str | Path | None = None
                     ) -> pd.DataFrame | None:
-    """The newest ablation table of a data set, or None when none was run."""
+    """The newest measurement of every variant at the newest ablation's settings.
+
+    Ablations may be run a few variants at a time (``--variants recipe,x``); rows of
+    earlier files count only when they were measured with the same model, profile, step
+    cap and pair budget, and a newer row of a variant replaces an older one. Each row's
+    ``file`` says where it comes from (its paired difference is to the recipe of that
+    same file). None when no ablation was run.
+    """
+    import json
+
     files = sorted(Path(out_dir or RESULTS_DIR / "ablation").glob(f"ablation_{dataset}_*.csv"))
-    return pd.read_csv(files[-1]) if files else None
+    if not files:
+        return None
+
+    def settings(csv: Path) -> tuple | None:
+        meta = csv.with_suffix(".json")
+        if not meta.exists():
+            return None
+        m = json.loads(meta.read_text(encoding="utf-8"))
+        return (m.get("model"), m.get("profile"), m.get("max_steps"), m.get("max_pairs"))
+
+    want = settings(files[-1])
+    same = [f for f in files if f == files[-1] or (want and settings(f) == want)]
+    table = pd.concat([pd.read_csv(f).assign(file=f.stem) for f in same], ignore_index=True)
+    table = table.drop_duplicates("variant", keep="last")
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    return table.sort_values("variant", key=lambda c: c.map(order).fillna(len(order))
+                             ).reset_index(drop=True)
 
 
 SWEEPABLE = ("learning_rate", "lora_r", "lora_alpha", "max_pairs", "batch_size",

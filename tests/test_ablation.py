@@ -114,3 +114,33 @@ def test_without_negatives_curriculum_phase_comes_from_positive_overlap_alone():
     assert easy.min() > hard.max()
     ds_neg, _ = build_train_dataset(pairs, TrainConfig(use_negatives=True))
     assert "negative" in ds_neg.column_names
+
+
+def test_latest_ablation_merges_newest_row_per_variant_at_the_same_settings(tmp_path):
+    import json
+
+    def write(stem, rows, max_pairs):
+        pd.DataFrame(rows).to_csv(tmp_path / f"{stem}.csv", index=False)
+        (tmp_path / f"{stem}.json").write_text(json.dumps(
+            {"model": "minilm", "profile": "default", "max_steps": None,
+             "max_pairs": max_pairs}))
+
+    write("ablation_it_tickets_minilm_20260101T000000Z",
+          [{"variant": "recipe", "val_ndcg@10": 0.5}, {"variant": "no_curriculum",
+                                                       "val_ndcg@10": 0.4}], 999)
+    write("ablation_it_tickets_minilm_20260102T000000Z",
+          [{"variant": "recipe", "val_ndcg@10": 0.6}, {"variant": "no_curriculum",
+                                                       "val_ndcg@10": 0.55},
+           {"variant": "plus_tfidf_negatives", "val_ndcg@10": 0.52}], 1280)
+    write("ablation_it_tickets_minilm_20260103T000000Z",
+          [{"variant": "plus_embedding_negatives", "val_ndcg@10": 0.58},
+           {"variant": "recipe", "val_ndcg@10": 0.6}], 1280)
+    table = ablation.latest_ablation("it_tickets", out_dir=tmp_path)
+    assert table["variant"].tolist() == ["recipe", "no_curriculum", "plus_tfidf_negatives",
+                                         "plus_embedding_negatives"]
+    # the 999-pair file is a different budget: its rows never mix in
+    assert table.set_index("variant")["val_ndcg@10"].to_dict() == {
+        "recipe": 0.6, "no_curriculum": 0.55, "plus_tfidf_negatives": 0.52,
+        "plus_embedding_negatives": 0.58}
+    assert table.set_index("variant").loc["recipe", "file"].endswith("20260103T000000Z")
+    assert ablation.latest_ablation("gitbugs_hadoop", out_dir=tmp_path) is None
