@@ -384,9 +384,9 @@ def _embedding_negatives(tr: pd.DataFrame, key: pd.Series, pairs: pd.DataFrame,
                          ) -> dict[tuple[str, str], tuple[str, str]]:
     """Negatives mined with sentence-transformers ``mine_hard_negatives``.
 
-    False-negative guard: of the mined candidates (top ranks skipped, margin to the
-    positive enforced by the library), the first one that does NOT share the anchor's
-    fine label is used; candidates of the same label are discarded.
+    False-negative guard: of the mined candidates (the two nearest skipped as likely
+    duplicates), the first one that does NOT share the anchor's fine label is used;
+    candidates of the same label are discarded.
     """
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
@@ -399,14 +399,14 @@ def _embedding_negatives(tr: pd.DataFrame, key: pd.Series, pairs: pd.DataFrame,
     id_of = dict(zip(tr["text"], tr["number"]))
     ds = Dataset.from_dict({"anchor": [text_of[a] for a in pairs["anchor_id"]],
                             "positive": [text_of[p] for p in pairs["positive_id"]]})
-    # "triplet" output keeps every candidate that survives the margin (best first) and
-    # drops only the empty slots; "n-tuple" would drop a whole row as soon as one of its
-    # n_candidates slots is empty, which removed ~98 % of the rows on it_tickets (cross-
-    # lexical hard positives score low, so the relative margin empties many slots)
+    # No score margin: the library's relative margin (negative < 0.95 x positive score)
+    # emptied all candidates of ~99 % of the pairs on it_tickets, because hard positives
+    # (few shared words) score low; the label guard below is the false-negative guard.
+    # "triplet" output keeps every candidate (best first) per (anchor, positive).
     mined = mine_hard_negatives(ds, model, corpus=list(tr["text"]), num_negatives=n_candidates,
                                 range_min=2, range_max=2 + 4 * n_candidates,
-                                relative_margin=0.05, sampling_strategy="top",
-                                output_format="triplet", batch_size=64, verbose=False)
+                                sampling_strategy="top", output_format="triplet",
+                                batch_size=64, verbose=False)
     out: dict[tuple[str, str], tuple[str, str]] = {}
     for a, p, cand in zip(mined["anchor"], mined["positive"], mined["negative"]):
         pair = (id_of[a], id_of[p])
