@@ -864,20 +864,22 @@ def run_diagnostic(
 # ============================================================================ reading back
 
 
-def latest_trained_model(dataset: str, leaderboard: str | Path | None = None) -> str | None:
-    """Folder of the newest fine-tuned model (name holding ``-ft``) evaluated on ``dataset``.
+def latest_trained_model(dataset: str, leaderboard: str | Path | None = None,
+                         name: str = "minilm-ft") -> str | None:
+    """Folder of the newest model called ``name`` (default: the pipeline's fine-tuned
+    MiniLM) evaluated on ``dataset``.
 
-    Looks at the leaderboard's evaluate rows; None when there is none (or its folder is
-    gone).
+    An exact name, not a pattern: exports (``minilm-ft.onnx``), hybrids, SimCSE and
+    distilled variants are other models. Looks at the leaderboard's evaluate rows; None
+    when there is none (or its folder is gone).
     """
     from itsm_core.results import read_leaderboard
 
     board = read_leaderboard(leaderboard or LEADERBOARD_CSV)
     if board.empty:
         return None
-    name = board["model"].astype(str)
     rows = board[(board["task"] == "evaluate") & (board["dataset"] == dataset)
-                 & (name.str.endswith("-ft") | name.str.contains("-ft-", regex=False))]
+                 & (board["model"].astype(str) == name)]
     for r in rows.sort_values("timestamp", ascending=False).itertuples():
         p = Path(str(r.run_dir)) / "metrics.json"
         if not p.exists():

@@ -287,11 +287,18 @@ def test_latest_trained_model(tmp_path: Path) -> None:
     ev = tmp_path / "run" / "evaluate"
     ev.mkdir()
     (ev / "metrics.json").write_text(json.dumps({"model_arg": str(model_dir)}))
+    ev2 = tmp_path / "other" / "evaluate"
+    ev2.mkdir(parents=True)
+    (ev2 / "metrics.json").write_text(json.dumps({"model_arg": str(tmp_path)}))
     board = pd.DataFrame([
         {"task": "evaluate", "dataset": "it_tickets", "model": "minilm", "timestamp": "1",
          "run_dir": str(tmp_path / "nope")},
         {"task": "evaluate", "dataset": "it_tickets", "model": "minilm-ft", "timestamp": "2",
          "run_dir": str(ev)},
+        # newer, but other models: an export, a hybrid and a SimCSE fine-tune
+        *[{"task": "evaluate", "dataset": "it_tickets", "model": m, "timestamp": "3",
+           "run_dir": str(ev2)} for m in ("minilm-ft.onnx", "hybrid-minilm-ft-onnx",
+                                          "minilm-simcse-ft")],
     ])
     path = tmp_path / "lb.csv"
     board.to_csv(path, index=False)
