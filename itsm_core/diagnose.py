@@ -873,22 +873,9 @@ def latest_trained_model(dataset: str, leaderboard: str | Path | None = None,
     distilled variants are other models. Looks at the leaderboard's evaluate rows; None
     when there is none (or its folder is gone).
     """
-    from itsm_core.results import read_leaderboard
+    from itsm_core.results import latest_model_dir
 
-    board = read_leaderboard(leaderboard or LEADERBOARD_CSV)
-    if board.empty:
-        return None
-    rows = board[(board["task"] == "evaluate") & (board["dataset"] == dataset)
-                 & (board["model"].astype(str) == name)]
-    for r in rows.sort_values("timestamp", ascending=False).itertuples():
-        p = Path(str(r.run_dir)) / "metrics.json"
-        if not p.exists():
-            continue
-        rec = json.loads(p.read_text(encoding="utf-8"))
-        cand = rec.get("model_arg") or (rec.get("model_spec") or {}).get("path")
-        if cand and Path(cand).is_dir():
-            return str(cand)
-    return None
+    return latest_model_dir(dataset, name, leaderboard)
 
 
 def latest_diagnostic(dataset: str | None = None, models: Sequence[str] | None = None,

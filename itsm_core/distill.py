@@ -157,18 +157,18 @@ def run_distill(cfg: DistillConfig, *, incidents_path: str | Path | None = None
                 ) -> DistillResult:
     """Distil ``cfg.teacher`` into ``cfg.student``; evaluate student (and teacher) on test."""
     from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MarginMSELoss, MSELoss
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
     from itsm_core.models import MODEL_META_FILE, load_sentence_transformer
     from itsm_core.pretrain import _incidents_and_texts, latest_eval_dir, pretrain_texts
     from itsm_core.scoring import load_scorer
-    from itsm_core.train import subsample_corpus, validation_evaluator
+    from itsm_core.train import (
+        subsample_corpus,
+        validation_evaluator,
+        validation_selected_args,
+    )
 
     _check(cfg)
     t_start = time.time()
@@ -217,18 +217,7 @@ def run_distill(cfg: DistillConfig, *, incidents_path: str | Path | None = None
     evaluator = validation_evaluator(val_bench, replace(spec, key=run_name))
     steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
     eval_steps = max(1, min(cfg.eval_steps, steps_per_epoch))
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(run_dir / "checkpoints"), num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay, lr_scheduler_type="linear", seed=cfg.seed,
-        data_seed=cfg.seed, batch_sampler=BatchSamplers.BATCH_SAMPLER,
-        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
-        save_steps=eval_steps, save_total_limit=2, load_best_model_at_end=True,
-        metric_for_best_model="eval_validation_ndcg@10", greater_is_better=True,
-        logging_steps=max(1, eval_steps // 4), report_to="none",
-        use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True, disable_tqdm=False,
-    )
+    args = validation_selected_args(run_dir, cfg, eval_steps)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_ds,
                                          loss=loss, evaluator=evaluator)
     base_val = evaluator(model)

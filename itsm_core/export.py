@@ -619,20 +619,6 @@ def trained_model(dataset: str, name: str = "minilm-ft",
                   leaderboard: str | Path | None = None) -> str | None:
     """Folder of the newest model called ``name`` (a training run's name, e.g. the
     pipeline's ``minilm-ft``) evaluated on ``dataset``; None when there is none."""
-    from itsm_core.config import LEADERBOARD_CSV
-    from itsm_core.results import read_leaderboard
+    from itsm_core.results import latest_model_dir
 
-    board = read_leaderboard(leaderboard or LEADERBOARD_CSV)
-    if board.empty:
-        return None
-    rows = board[(board["task"] == "evaluate") & (board["dataset"] == dataset)
-                 & (board["model"].astype(str) == name)]
-    for r in rows.sort_values("timestamp", ascending=False).itertuples():
-        f = Path(str(r.run_dir)) / "metrics.json"
-        if not f.exists():
-            continue
-        rec = json.loads(f.read_text(encoding="utf-8"))
-        cand = rec.get("model_arg") or (rec.get("model_spec") or {}).get("path")
-        if cand and Path(cand).is_dir():
-            return str(cand)
-    return None
+    return latest_model_dir(dataset, name, leaderboard)

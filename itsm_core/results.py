@@ -154,3 +154,28 @@ def format_with_ci(board: pd.DataFrame, metrics: Sequence[str] = ("ndcg@10", "mr
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """Read a run's metrics.json."""
     return read_run_json(run_dir, "metrics.json", "itsm evaluate")
+
+
+def latest_model_dir(dataset: str, name: str, leaderboard: str | Path | None = None
+                     ) -> str | None:
+    """Folder of the newest model called exactly ``name`` evaluated on ``dataset``.
+
+    Reads the leaderboard's evaluate rows and each run's ``metrics.json``; None when
+    there is none (or its folder is gone).
+    """
+    import json
+
+    board = read_leaderboard(leaderboard or LEADERBOARD_CSV)
+    if board.empty:
+        return None
+    rows = board[(board["task"] == "evaluate") & (board["dataset"] == dataset)
+                 & (board["model"].astype(str) == name)]
+    for r in rows.sort_values("timestamp", ascending=False).itertuples():
+        f = Path(str(r.run_dir)) / "metrics.json"
+        if not f.exists():
+            continue
+        rec = json.loads(f.read_text(encoding="utf-8"))
+        cand = rec.get("model_arg") or (rec.get("model_spec") or {}).get("path")
+        if cand and Path(cand).is_dir():
+            return str(cand)
+    return None

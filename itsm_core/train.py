@@ -260,6 +260,31 @@ def lora_wrapped_modules(model) -> list[str]:
                    if ".lora_" in n})
 
 
+def validation_selected_args(run_dir: Path, cfg: Any, eval_steps: int,
+                             scheduler: str = "linear"):
+    """Trainer arguments of the auxiliary trainers (SimCSE / TSDAE, distillation).
+
+    Checkpoints every ``eval_steps``, best one by validation NDCG@10 restored at the end;
+    ``cfg`` supplies epochs, max_steps, batch_size, learning_rate, warmup_ratio,
+    weight_decay and seed. Plain random batches, last partial batch dropped.
+    """
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(run_dir / "checkpoints"), num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, lr_scheduler_type=scheduler, seed=cfg.seed,
+        data_seed=cfg.seed, batch_sampler=BatchSamplers.BATCH_SAMPLER,
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
+        save_steps=eval_steps, save_total_limit=2, load_best_model_at_end=True,
+        metric_for_best_model="eval_validation_ndcg@10", greater_is_better=True,
+        logging_steps=max(1, eval_steps // 4), report_to="none",
+        use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True, disable_tqdm=False,
+    )
+
+
 def build_train_dataset(pairs: pd.DataFrame, cfg: TrainConfig):
     """``datasets.Dataset`` with anchor, positive[, negative], label — in curriculum order."""
     from datasets import Dataset
