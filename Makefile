@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env setup test test-all pipeline data benchmark train report leaderboard lint clean-env \
+.PHONY: env setup test test-all pipeline data benchmark pairs train report leaderboard lint clean-env \
 	pretrain distill export index
 
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +40,10 @@ data: env
 
 benchmark: data
 	$(ITSM) benchmark --models tfidf,bm25,minilm,mpnet --datasets it_tickets,gitbugs_hadoop
+
+pairs: data  ## training pairs (validated, written to data_new/processed/pairs/) + augmentation report
+	$(ITSM) pairs --dataset it_tickets
+	$(ITSM) report augment --dataset it_tickets --expansion-factor 0.5
 
 train: data  ## one papermill run of notebooks/03_train.ipynb per model -> reports/train_*.html
 	$(ITSM) bench train --model minilm --steps 8
@@ -69,8 +73,8 @@ report: env
 	$(ITSM) report diagnose
 	$(ITSM) leaderboard --markdown | tee reports/leaderboard.md
 
-pipeline: env  ## the main job: data -> baselines + zero-shot -> train -> export + index -> reports
-	$(MAKE) data benchmark train export index report
+pipeline: env  ## the main job: data -> baselines + zero-shot -> pairs + augmentation report -> train -> export + index -> reports
+	$(MAKE) data benchmark pairs train export index report
 
 lint: env
 	$(BIN)/ruff check itsm_core tests

@@ -333,6 +333,23 @@ def report_train(
     out.print(f"report -> {html}")
 
 
+@report_app.command("augment")
+@friendly
+def report_augment(
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    expansion_factor: Annotated[float, typer.Option(help="augmented copies per pair")] = 1.0,
+    output: Annotated[Path | None, typer.Option(help="HTML path")] = None,
+) -> None:
+    """Run notebooks/02_augment.ipynb: class balance before / after augmentation of the
+    training pairs and examples -> reports/augment[_<dataset>].html."""
+    from itsm_core.reports import run_report
+
+    name = "augment" + ("" if dataset == "it_tickets" else f"_{dataset}")
+    html = run_report("02_augment", {"dataset": dataset, "expansion_factor": expansion_factor},
+                      output=output, name=name)
+    out.print(f"report -> {html}")
+
+
 @app.command("ablation")
 @friendly
 def ablation_cmd(

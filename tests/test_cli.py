@@ -309,3 +309,20 @@ def test_train_flags_left_out_keep_the_recipe_defaults(runner, monkeypatch) -> N
                                    recipe.label_aware, recipe.matryoshka)
     assert seen[1].use_negatives is True and seen[1].curriculum is False
     assert seen[1].learning_rate == 1e-3
+
+
+def test_report_augment_runs_notebook_02(runner, monkeypatch, tmp_path) -> None:
+    import itsm_core.reports
+
+    calls = []
+
+    def fake(nb, params, output=None, name=None):
+        calls.append((nb, params, name))
+        return tmp_path / f"{name}.html"
+
+    monkeypatch.setattr(itsm_core.reports, "run_report", fake)
+    res = _invoke(runner, "report", "augment", "--dataset", "gitbugs_hadoop",
+                  "--expansion-factor", "0.5")
+    assert res.exit_code == 0, res.output
+    assert calls == [("02_augment", {"dataset": "gitbugs_hadoop", "expansion_factor": 0.5},
+                      "augment_gitbugs_hadoop")]
