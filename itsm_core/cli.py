@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from itsm_core import compat
 from itsm_core.errors import ItsmError
 
 # no model hub at run time unless the user explicitly allows it
@@ -58,9 +59,11 @@ def _csv_list(value: str | None) -> list[str] | None:
 
 
 @app.callback()
+@friendly
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    compat.check()  # a known-broken library combination stops here, in one line
 
 
 @data_app.command("build")
@@ -1121,3 +1124,75 @@ def report_distill(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+@app.command("readme")
+@friendly
+def readme_cmd(
+    check: Annotated[bool, typer.Option(
+        help="only check that the README's marked tables equal reports/tables/*.md")] = False,
+    tables: Annotated[str | None, typer.Option(
+        help="tables to re-render (default: every table the README marks)")] = None,
+    readme: Annotated[Path | None, typer.Option(help="README to rewrite")] = None,
+    render: Annotated[bool, typer.Option(
+        help="re-render reports/tables/ from the run outputs (--no-render: splice only)")]
+    = True,
+) -> None:
+    """Regenerate the README's result tables from the pipeline's run outputs."""
+    from itsm_core.readme_tables import README, check_readme, refresh_readme
+
+    target = readme or README
+    if check:
+        stale = check_readme(target)
+        if stale:
+            raise ItsmError(f"README tables out of date: {', '.join(stale)}", where=str(target),
+                            fix="run `itsm readme` (after `make pipeline`) and commit "
+                                "README.md with reports/tables/")
+        out.print(f"README tables match reports/tables/ ({target})")
+        return
+    written = refresh_readme(target, render=render, names=_csv_list(tables))
+    for name, path in written.items():
+        out.print(f"{name:12s} -> {path}")
+    out.print(f"README tables rewritten -> {target}")
+
+
+timing_app = typer.Typer(help="Per-stage wall time of `make pipeline`.", no_args_is_help=True)
+app.add_typer(timing_app, name="timing")
+
+
+@timing_app.command("reset")
+@friendly
+def timing_reset() -> None:
+    """Start a new pipeline timing record."""
+    from itsm_core.timing import reset
+
+    reset()
+
+
+@timing_app.command("run", context_settings={"allow_extra_args": True,
+                                             "ignore_unknown_options": True})
+@friendly
+def timing_run(
+    ctx: typer.Context,
+    stage: Annotated[str, typer.Option(help="stage name in the timing table")],
+) -> None:
+    """Run `-- COMMAND…` as one timed stage (exit code passed through)."""
+    from itsm_core.timing import run_stage
+
+    rc = run_stage(stage, ctx.args)
+    if rc:
+        raise typer.Exit(code=rc)
+
+
+@timing_app.command("show")
+@friendly
+def timing_show() -> None:
+    """Finish the record: print the stage table, write reports/pipeline_timing.json."""
+    from itsm_core.timing import TIMING_JSON, finish, timing_table
+
+    table = timing_table(finish())
+    t = Table(*table.columns, title="make pipeline: wall time per stage")
+    for row in table.itertuples(index=False):
+        t.add_row(*map(str, row))
+    out.print(t)
+    out.print(f"timing -> {TIMING_JSON}")

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from itsm_core.errors import ItsmError
-from itsm_core.io import atomic_write_json, sha256_file
+from itsm_core.io import atomic_write_json, git_commit, sha256_file, timestamp
 from itsm_core.models import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -239,6 +239,7 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
         "opset": OPSET, "export_seconds": round(export_s, 2),
         "quantize_seconds": round(quant_s, 2),
         "versions": _versions(),
+        "created": timestamp(), "git_commit": git_commit(),
     }
     atomic_write_json(out / EXPORT_META_FILE, meta)
     return out

@@ -14,7 +14,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ def new_run_dir(out: str | Path) -> Path:
 
 def timestamp() -> str:
     """UTC timestamp usable in file names, e.g. ``20261124T101500Z``."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def unique_run_dir(parent: str | Path, name: str) -> Path:

@@ -42,7 +42,14 @@ import numpy as np
 import pandas as pd
 
 from itsm_core.errors import ItsmError
-from itsm_core.io import atomic_write_json, file_lock, new_run_dir, sha256_file, timestamp
+from itsm_core.io import (
+    atomic_write_json,
+    file_lock,
+    git_commit,
+    new_run_dir,
+    sha256_file,
+    timestamp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -535,7 +542,8 @@ def build_index(model: str, incidents: str | Path, out: str | Path, *,
     emb = _encode_documents(encoder, model_meta, df["text"], dim, batch_size)
     encode_s = time.perf_counter() - t0
     meta: dict[str, Any] = {
-        "version": INDEX_VERSION, "created": timestamp(), "model": model_meta, "dim": dim,
+        "version": INDEX_VERSION, "created": timestamp(), "git_commit": git_commit(),
+        "model": model_meta, "dim": dim,
         "text": {"fields": fields, "max_chars_per_field": max_chars,
                  "columns": str(columns) if columns else None},
         "source": {"incidents": str(Path(incidents).resolve()),

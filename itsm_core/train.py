@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sentence_transformers.losses import MultipleNegativesRankingLoss
-from sentence_transformers.sampler import DefaultBatchSampler
+from sentence_transformers.base.sampler import DefaultBatchSampler
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 from itsm_core import metrics as M
 from itsm_core.config import LEADERBOARD_CSV, MODELS_DIR, SEED
@@ -197,7 +197,7 @@ def validation_evaluator(bench, spec, name: str = "validation"):
     Uses the same scoring and metric code as the benchmark, so model selection and the
     final report measure the same thing — on different splits.
     """
-    from sentence_transformers.evaluation import SentenceEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
     from itsm_core.evaluate import _masked_scores
     from itsm_core.scoring import DenseScorer
@@ -269,7 +269,7 @@ def validation_selected_args(run_dir: Path, cfg: Any, eval_steps: int,
     weight_decay and seed. Plain random batches, last partial batch dropped.
     """
     from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers.base.sampler import BatchSamplers
 
     return SentenceTransformerTrainingArguments(
         output_dir=str(run_dir / "checkpoints"), num_train_epochs=cfg.epochs,
@@ -417,8 +417,8 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.losses import MatryoshkaLoss
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
     from transformers import EarlyStoppingCallback
 
     from itsm_core.data import processed_path, read_sidecar

@@ -246,12 +246,10 @@ def test_label_leakage_guard(tiny_incidents: Path) -> None:
 
 
 def _st_ir_evaluator():
-    try:
-        from sentence_transformers.sentence_transformer.evaluation import (
-            InformationRetrievalEvaluator,
-        )
-    except ImportError:  # older layout
-        from sentence_transformers.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import (
+        InformationRetrievalEvaluator,
+    )
+
     return InformationRetrievalEvaluator
 
 

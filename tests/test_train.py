@@ -78,7 +78,7 @@ def test_profiles_and_unknown_mode():
 @pytest.mark.weights
 def test_label_aware_loss_masks_same_label_negatives():
     """With two same-class rows, the masked loss differs from plain MNRL and is lower."""
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from itsm_core.models import load_sentence_transformer
     from itsm_core.train import LabelAwareMNRL
