@@ -99,8 +99,9 @@ pipeline: env  ## the main job: data -> baselines + zero-shot -> pairs + augment
 	$(ITSM) timing show   # per-stage wall time -> reports/pipeline_timing.json
 	$(ITSM) readme        # README result tables <- reports/tables/*.md <- this run's outputs
 
-lint: env check-lock
+lint: env check-lock  ## ruff + the import contract (layers, pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check itsm_core tests tools
+	$(BIN)/lint-imports
 
 clean-env:
 	rm -rf $(VENV)

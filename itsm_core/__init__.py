@@ -4,7 +4,7 @@ All logic of the workbench lives in this package; notebooks and the ``itsm`` CLI
 call into it.
 """
 
-from itsm_core.errors import ItsmError
+from itsm_core.core.errors import ItsmError
 
 __all__ = ["ItsmError", "__version__"]
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ Environment (set at import, before any ``itsm_core`` module is imported):
 - ``HF_HUB_OFFLINE=1``: no test may reach a model hub.
 - ``OMP_NUM_THREADS=1`` (unless set): see below.
 - ``ITSM_HOME``: a throw-away folder, so that every path derived from
-  :mod:`itsm_core.config` (leaderboard, run directories, processed data, reports) points
+  :mod:`itsm_core.core.config` (leaderboard, run directories, processed data, reports) points
   outside the real project even in code paths a test forgot to isolate. Tests that need
   the real raw data or notebooks use explicit paths (:data:`PROJECT_ROOT`).
 """
@@ -218,16 +218,17 @@ def isolated_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleN
     """Point the leaderboard, run and model directories into ``tmp_path``.
 
     ``results``, ``evaluate`` and ``reports`` import ``LEADERBOARD_CSV`` by name and bind it
-    as a default argument at definition time, so patching ``itsm_core.config`` alone is
+    as a default argument at definition time, so patching ``itsm_core.core.config`` alone is
     not enough: every imported ``itsm_core`` module's copy of the path constants and every
     function default equal to one of them are patched as well. The CLI imports
     ``LEADERBOARD_CSV`` / ``RUNS_DIR`` from config at call time, which the config patch
     covers. (Modules imported later still see the session ``ITSM_HOME``, never the project.)
     """
-    import itsm_core.evaluate
-    import itsm_core.reports
-    import itsm_core.results  # noqa: F401  (make sure the users of the paths are loaded)
-    from itsm_core import config
+    import itsm_core.evaluation.benchmark
+    import itsm_core.evaluation.paired
+    import itsm_core.reports.views
+    import itsm_core.runs.schema  # noqa: F401  (make sure the users of the paths are loaded)
+    from itsm_core.core import config
 
     models = tmp_path / "models"
     new = {"MODELS_DIR": models, "RESULTS_DIR": models / "results",
@@ -264,7 +265,7 @@ def _guard_real_results(tmp_path_factory: pytest.TempPathFactory):
 
     (Row counts are not compared: a pipeline may legitimately be appending meanwhile.)
     """
-    from itsm_core import config
+    from itsm_core.core import config
 
     assert _SESSION_HOME.resolve() == config.PROJECT_ROOT
     assert PROJECT_ROOT not in config.LEADERBOARD_CSV.parents

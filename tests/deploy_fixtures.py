@@ -18,7 +18,7 @@ def make_tiny_model(path: Path, seed: int = 0) -> Path:
     )
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from itsm_core.models import resolve_spec
+    from itsm_core.encoders.registry import resolve_spec
 
     torch.manual_seed(seed)
     raw = path.parent / f".{path.name}-raw"

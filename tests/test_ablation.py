@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from itsm_core import ablation
-from itsm_core.errors import ItsmError
-from itsm_core.train import TrainConfig, build_train_dataset
+from itsm_core.core.errors import ItsmError
+from itsm_core.experiments import ablation
+from itsm_core.training.finetune import TrainConfig, build_train_dataset
 
 
 def _pairs(n: int = 12) -> pd.DataFrame:
@@ -50,13 +50,13 @@ class FakeTraining:
 
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
-    import itsm_core.reports
-    import itsm_core.train
+    import itsm_core.evaluation.paired
+    import itsm_core.training.finetune
 
     f = FakeTraining(tmp_path)
-    monkeypatch.setattr(itsm_core.train, "make_pairs", f.make_pairs)
-    monkeypatch.setattr(itsm_core.train, "run_training", f.run_training)
-    monkeypatch.setattr(itsm_core.reports, "paired_difference",
+    monkeypatch.setattr(itsm_core.training.finetune, "make_pairs", f.make_pairs)
+    monkeypatch.setattr(itsm_core.training.finetune, "run_training", f.run_training)
+    monkeypatch.setattr(itsm_core.evaluation.paired, "paired_difference",
                         lambda a, b: {"diff": 0.01, "ci_low": -0.01, "ci_high": 0.03})
     return f
 

@@ -1,4 +1,4 @@
-"""Tests for itsm_core.augment: word-level methods, protection, pair expansion, CLI."""
+"""Tests for itsm_core.pairs.augment: word-level methods, protection, pair expansion, CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from itsm_core import pairs as pairs_mod
-from itsm_core.augment import (
+from itsm_core.cli.main import app
+from itsm_core.core.errors import ItsmError
+from itsm_core.pairs import training as pairs_mod
+from itsm_core.pairs.augment import (
     AugmentConfig,
     adjacent_swap,
     augment_pairs,
@@ -22,8 +24,6 @@ from itsm_core.augment import (
     random_deletion,
     word_duplication,
 )
-from itsm_core.cli import app
-from itsm_core.errors import ItsmError
 
 _SYLLABLES = ("ka", "lo", "mi", "pu", "re", "sa", "te", "vu", "zo", "bi")
 # 1000 distinct, unprotected filler words ("kakaka", "kakalo", ...)
@@ -310,14 +310,14 @@ def test_class_balance_needs_the_label_column() -> None:
 
 @pytest.fixture
 def pair_io(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """Parquet stand-ins for itsm_core.pairs.read_pair_file / write_pair_file."""
+    """Parquet stand-ins for itsm_core.pairs.training.read_pair_file / write_pair_file."""
     written: dict = {}
 
     def read_pair_file(path):
         return pd.read_parquet(path)
 
     def write_pair_file(df, path, meta):
-        from itsm_core.io import atomic_write_df
+        from itsm_core.core.io import atomic_write_df
 
         written["meta"] = meta
         return atomic_write_df(path, df)
@@ -362,7 +362,7 @@ def test_cli_augment_refuses_non_train_split(tmp_path: Path, pair_io: dict) -> N
 
 def test_cli_augment_with_the_real_pair_file_functions(tmp_path: Path) -> None:
     if not (hasattr(pairs_mod, "read_pair_file") and hasattr(pairs_mod, "write_pair_file")):
-        pytest.skip("itsm_core.pairs has no read_pair_file/write_pair_file yet")
+        pytest.skip("itsm_core.pairs.training has no read_pair_file/write_pair_file yet")
     src, dst = tmp_path / "pairs.parquet", tmp_path / "aug.parquet"
     df = _pairs(n=6)
     pairs_mod.write_pair_file(df, src, df.attrs["meta"])

@@ -1,4 +1,4 @@
-"""Tests for the ``itsm`` command line (typer CliRunner on itsm_core.cli.app)."""
+"""Tests for the ``itsm`` command line (typer CliRunner on itsm_core.cli.main.app)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from itsm_core.cli import app
-from itsm_core.incidents import EmptyTextWarning
-from itsm_core.models import REGISTRY
-from itsm_core.text import LabelLeakageWarning
+from itsm_core.cli.main import app
+from itsm_core.data.incidents import EmptyTextWarning
+from itsm_core.data.text import LabelLeakageWarning
+from itsm_core.encoders.registry import REGISTRY
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CONTRACT_KEYS = ("ndcg@10", "mrr@10", "recall@10", "map@100", "roc_auc", "pr_auc", "f1",
@@ -290,8 +290,8 @@ def test_train_flags_left_out_keep_the_recipe_defaults(runner, monkeypatch) -> N
     """`itsm train` without switches trains the documented recipe; switches override it."""
     from types import SimpleNamespace
 
-    import itsm_core.train
-    from itsm_core.train import TrainConfig
+    import itsm_core.training.finetune
+    from itsm_core.training.finetune import TrainConfig
 
     seen: list[TrainConfig] = []
 
@@ -299,7 +299,7 @@ def test_train_flags_left_out_keep_the_recipe_defaults(runner, monkeypatch) -> N
         seen.append(cfg)
         return SimpleNamespace(run_dir=Path("x"), meta={}, test_record=None)
 
-    monkeypatch.setattr(itsm_core.train, "run_training", fake_run)
+    monkeypatch.setattr(itsm_core.training.finetune, "run_training", fake_run)
     assert _invoke(runner, "train").exit_code == 0
     assert _invoke(runner, "train", "--negatives", "--no-curriculum", "--lr", "1e-3"
                    ).exit_code == 0
@@ -312,7 +312,7 @@ def test_train_flags_left_out_keep_the_recipe_defaults(runner, monkeypatch) -> N
 
 
 def test_report_augment_runs_notebook_02(runner, monkeypatch, tmp_path) -> None:
-    import itsm_core.reports
+    import itsm_core.reports.notebooks
 
     calls = []
 
@@ -320,7 +320,7 @@ def test_report_augment_runs_notebook_02(runner, monkeypatch, tmp_path) -> None:
         calls.append((nb, params, name))
         return tmp_path / f"{name}.html"
 
-    monkeypatch.setattr(itsm_core.reports, "run_report", fake)
+    monkeypatch.setattr(itsm_core.reports.notebooks, "run_report", fake)
     res = _invoke(runner, "report", "augment", "--dataset", "gitbugs_hadoop",
                   "--expansion-factor", "0.5")
     assert res.exit_code == 0, res.output

@@ -1,4 +1,4 @@
-"""Tests for itsm_core.data: building the two bundled data sets from data_new/raw.
+"""Tests for itsm_core.data.datasets: building the two bundled data sets from data_new/raw.
 
 The data sets are built once per module (~3 s) into a temporary folder from the real raw
 files; the project's own data_new/processed is never touched.
@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from itsm_core.data import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.data.datasets import (
     DatasetManifest,
     build_all,
     build_it_tickets,
@@ -20,9 +21,8 @@ from itsm_core.data import (
     read_sidecar,
     sidecar_path,
 )
-from itsm_core.errors import ItsmError
-from itsm_core.incidents import load_links
-from itsm_core.splits import normalise_key
+from itsm_core.data.incidents import load_links
+from itsm_core.data.splits import normalise_key
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RAW_DIR = PROJECT_ROOT / "data_new" / "raw"

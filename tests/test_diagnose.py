@@ -1,4 +1,5 @@
-"""Tests for the adversarial diagnostic (itsm_core.diagnose, `itsm diagnose`, notebook 05).
+"""Tests for the adversarial diagnostic (itsm_core.evaluation.diagnostic, `itsm diagnose`,
+notebook 05).
 
 The tiny fixture (42 incidents; 12 test and 12 validation incidents, 6 fine labels) is
 lexically easy, so few pairs qualify: tests use small n_pairs / min_pairs; one test
@@ -15,11 +16,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from itsm_core import diagnose as D
-from itsm_core.cli import app
-from itsm_core.errors import ItsmError
-from itsm_core.metrics import best_f1_threshold
-from itsm_core.results import read_leaderboard
+from itsm_core.cli.main import app
+from itsm_core.core.errors import ItsmError
+from itsm_core.evaluation import diagnostic as D
+from itsm_core.metrics.stats import best_f1_threshold
+from itsm_core.runs.schema import read_leaderboard
 
 SMALL = dict(n_pairs=10, min_pairs=1, k=3, n_shortcut=10, n_boilerplate=6, n_resamples=50)
 
@@ -281,31 +282,6 @@ def test_worst_examples(data: D.DiagnosticData, tmp_path: Path) -> None:
     assert w["text_a"].str.len().max() <= 300
 
 
-def test_latest_trained_model(tmp_path: Path) -> None:
-    model_dir = tmp_path / "run" / "model"
-    model_dir.mkdir(parents=True)
-    ev = tmp_path / "run" / "evaluate"
-    ev.mkdir()
-    (ev / "metrics.json").write_text(json.dumps({"model_arg": str(model_dir)}))
-    ev2 = tmp_path / "other" / "evaluate"
-    ev2.mkdir(parents=True)
-    (ev2 / "metrics.json").write_text(json.dumps({"model_arg": str(tmp_path)}))
-    board = pd.DataFrame([
-        {"task": "evaluate", "dataset": "it_tickets", "model": "minilm", "timestamp": "1",
-         "run_dir": str(tmp_path / "nope")},
-        {"task": "evaluate", "dataset": "it_tickets", "model": "minilm-ft", "timestamp": "2",
-         "run_dir": str(ev)},
-        # newer, but other models: an export, a hybrid and a SimCSE fine-tune
-        *[{"task": "evaluate", "dataset": "it_tickets", "model": m, "timestamp": "3",
-           "run_dir": str(ev2)} for m in ("minilm-ft.onnx", "hybrid-minilm-ft-onnx",
-                                          "minilm-simcse-ft")],
-    ])
-    path = tmp_path / "lb.csv"
-    board.to_csv(path, index=False)
-    assert D.latest_trained_model("it_tickets", path) == str(model_dir)
-    assert D.latest_trained_model("gitbugs_hadoop", path) is None
-
-
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -344,7 +320,7 @@ def test_cli_report_diagnose_turns_notebook_error_into_message(runner, tmp_path:
                                                                isolated_results,
                                                                monkeypatch) -> None:
     """The notebook's ItsmError (here: data set not built in the test home) -> exit 2."""
-    from itsm_core import reports
+    from itsm_core.reports import notebooks as reports
 
     monkeypatch.setitem(reports.run_report.__kwdefaults__, "notebooks_dir",
                         Path(__file__).resolve().parent.parent / "notebooks")
@@ -361,9 +337,10 @@ def test_cli_report_diagnose_turns_notebook_error_into_message(runner, tmp_path:
 
 
 def test_notebook_registered() -> None:
-    from itsm_core.notebook_builder import NOTEBOOKS
+    import nbformat
+    from conftest import PROJECT_ROOT
 
-    nb = NOTEBOOKS["05_adversarial_diagnostic.ipynb"]
+    nb = nbformat.read(PROJECT_ROOT / "notebooks" / "05_adversarial_diagnostic.ipynb", 4)
     src = "\n".join(c.source for c in nb.cells)
     assert 'models = "tfidf,bm25,minilm,mpnet"' in src and 'dataset = "it_tickets"' in src
     assert 'extra_models = ""' in src and "diagnose.run_from_params" in src
@@ -372,7 +349,7 @@ def test_notebook_registered() -> None:
 def test_notebook_report_smoke_and_loud_failure(tiny_incidents: Path, tmp_path: Path) -> None:
     from papermill.exceptions import PapermillExecutionError
 
-    from itsm_core.reports import run_report
+    from itsm_core.reports.notebooks import run_report
 
     nb_dir = Path(__file__).resolve().parent.parent / "notebooks"
     params = {"models": "tfidf,bm25", "incidents": str(tiny_incidents), "n_pairs": 10,

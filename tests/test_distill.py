@@ -9,10 +9,15 @@ import pandas as pd
 import pytest
 
 # imported at collection time, so that isolated_results can redirect their path constants
-import itsm_core.distill  # noqa: F401
-import itsm_core.pretrain  # noqa: F401
-from itsm_core.ensemble import EnsembleConfig, create_ensemble, is_ensemble_spec, read_ensemble
-from itsm_core.errors import ItsmError
+import itsm_core.training.distill  # noqa: F401
+import itsm_core.training.pretrain  # noqa: F401
+from itsm_core.core.errors import ItsmError
+from itsm_core.encoders.ensemble import (
+    EnsembleConfig,
+    create_ensemble,
+    is_ensemble_spec,
+    read_ensemble,
+)
 
 TEXTS = ["vpn drops every hour", "printer out of toner", "cannot log in to outlook",
          "laptop screen flickers after update", "wifi keeps disconnecting"]
@@ -30,7 +35,7 @@ def tiny_models(tmp_path_factory):
 def bundle(tmp_path):
     from conftest import tiny_frame
 
-    from itsm_core.data import DatasetManifest, sidecar_path
+    from itsm_core.data.datasets import DatasetManifest, sidecar_path
 
     path = tmp_path / "tiny.csv"
     tiny_frame().to_csv(path, index=False)
@@ -74,7 +79,8 @@ def test_create_ensemble_checks_members_and_never_overwrites(tmp_path, tiny_mode
 
 
 def test_concat_ensemble_cosine_is_weighted_mean_of_member_cosines(tmp_path, tiny_models):
-    from itsm_core.scoring import DenseScorer, load_scorer
+    from itsm_core.encoders.factory import load_scorer
+    from itsm_core.encoders.scorers import DenseScorer
 
     folder = create_ensemble([str(m) for m in tiny_models], tmp_path / "e", weights=[3, 1])
     ens = load_scorer(str(folder), show_progress=False)
@@ -90,7 +96,7 @@ def test_concat_ensemble_cosine_is_weighted_mean_of_member_cosines(tmp_path, tin
 
 
 def test_zmean_mixes_lexical_members_and_concat_refuses_them(tiny_models, tmp_path):
-    from itsm_core.scoring import load_scorer
+    from itsm_core.encoders.factory import load_scorer
 
     with pytest.raises(ItsmError, match="zmean"):
         load_scorer(f"ensemble:tfidf,{tiny_models[0]}")
@@ -104,7 +110,7 @@ def test_zmean_mixes_lexical_members_and_concat_refuses_them(tiny_models, tmp_pa
 
 
 def test_ensemble_plugs_into_evaluate(tmp_path, tiny_models, bundle, isolated_results):
-    from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark, evaluate_model
 
     bench = build_benchmark(bundle["incidents"], config=BenchmarkConfig(n_resamples=50))
     spec = "ensemble:" + ",".join(str(m) for m in tiny_models)
@@ -115,7 +121,7 @@ def test_ensemble_plugs_into_evaluate(tmp_path, tiny_models, bundle, isolated_re
 
 
 def test_least_squares_projection_recovers_a_linear_map():
-    from itsm_core.distill import least_squares_projection
+    from itsm_core.training.distill import least_squares_projection
 
     rng = np.random.default_rng(0)
     s = rng.normal(size=(200, 8)).astype(np.float32)
@@ -128,7 +134,7 @@ def test_least_squares_projection_recovers_a_linear_map():
 
 
 def test_mine_triplets_uses_teacher_neighbours():
-    from itsm_core.distill import mine_triplets
+    from itsm_core.training.distill import mine_triplets
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(60, 6)).astype(np.float32)
@@ -142,7 +148,7 @@ def test_mine_triplets_uses_teacher_neighbours():
 
 
 def test_distill_config_errors():
-    from itsm_core.distill import config_for_profile
+    from itsm_core.training.distill import config_for_profile
 
     with pytest.raises(ItsmError, match="teacher"):
         config_for_profile("default")
@@ -153,8 +159,8 @@ def test_distill_config_errors():
 
 
 def test_lexical_teacher_is_a_clear_error():
-    from itsm_core.distill import teacher_embeddings
-    from itsm_core.scoring import load_scorer
+    from itsm_core.encoders.factory import load_scorer
+    from itsm_core.training.distill import teacher_embeddings
 
     with pytest.raises(ItsmError, match="no embeddings"):
         teacher_embeddings(load_scorer("bm25"), TEXTS)
@@ -166,9 +172,9 @@ def test_distill_tiny_ensemble_into_tiny_student(tmp_path, tiny_models, bundle, 
                                                  isolated_results):
     """2 steps end to end: teacher = ensemble of two tiny models, student = a tiny model;
     student and teacher are evaluated on test and compared (quality, size, speed)."""
-    from itsm_core.distill import comparison, config_for_profile, run_distill
-    from itsm_core.models import resolve_spec
-    from itsm_core.pretrain import pretrain_texts
+    from itsm_core.encoders.registry import resolve_spec
+    from itsm_core.training.distill import comparison, config_for_profile, run_distill
+    from itsm_core.training.pretrain import pretrain_texts
 
     teacher = create_ensemble([str(m) for m in tiny_models], tmp_path / "teacher",
                               name="tiny-ensemble")
@@ -203,7 +209,7 @@ def test_distill_tiny_ensemble_into_tiny_student(tmp_path, tiny_models, bundle, 
 def test_cli_ensemble_distill_pretrain_errors_and_ensemble_folder(tmp_path, tiny_models):
     from typer.testing import CliRunner
 
-    from itsm_core.cli import app
+    from itsm_core.cli.main import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["ensemble", "--members", f"{tiny_models[0]},{tiny_models[1]}",
@@ -223,8 +229,8 @@ def test_cli_ensemble_distill_pretrain_errors_and_ensemble_folder(tmp_path, tiny
 
 
 def test_trained_model_dirs_resolve_newest_run_or_fail(tmp_path, isolated_results):
-    from itsm_core.ensemble import trained_model_dirs
-    from itsm_core.results import append_leaderboard
+    from itsm_core.encoders.ensemble import trained_model_dirs
+    from itsm_core.runs.schema import append_leaderboard
 
     run = tmp_path / "models" / "20260101T000000Z_x"
     (run / "model").mkdir(parents=True)
@@ -239,7 +245,7 @@ def test_trained_model_dirs_resolve_newest_run_or_fail(tmp_path, isolated_result
 
 
 def test_same_spec_compares_paths_and_strings(tmp_path):
-    from itsm_core.distill import _same_spec
+    from itsm_core.training.distill import _same_spec
 
     (tmp_path / "e").mkdir()
     assert _same_spec(str(tmp_path / "e"), str(tmp_path / "e" / ".." / "e"))

@@ -1,4 +1,5 @@
-"""Tests for itsm_core.evaluate: benchmark construction, leakage guards and the metrics."""
+"""Tests for itsm_core.evaluation.benchmark: benchmark construction, leakage guards and the
+metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from itsm_core.data import DatasetManifest, sidecar_path
-from itsm_core.errors import ItsmError
-from itsm_core.evaluate import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.data.datasets import DatasetManifest, sidecar_path
+from itsm_core.data.text import LabelLeakageWarning
+from itsm_core.encoders.factory import load_scorer
+from itsm_core.evaluation.benchmark import (
     HEADLINE,
     BenchmarkConfig,
     _masked_scores,
@@ -20,9 +23,7 @@ from itsm_core.evaluate import (
     evaluate_model,
     evaluate_scorer,
 )
-from itsm_core.results import read_leaderboard
-from itsm_core.scoring import load_scorer
-from itsm_core.text import LabelLeakageWarning
+from itsm_core.runs.schema import read_leaderboard
 
 LABELS = ["category", "subcategory"]
 FAST = dict(n_resamples=100)
@@ -125,7 +126,7 @@ def test_evaluate_scorer_headline_with_cis(bench, model: str) -> None:
 
 
 def test_threshold_is_chosen_on_validation_pairs(bench) -> None:
-    from itsm_core import metrics as M
+    from itsm_core.metrics import stats as M
 
     scorer = load_scorer("bm25")
     res = evaluate_scorer(scorer, bench)
@@ -261,7 +262,7 @@ def test_minilm_retrieval_matches_sentence_transformers(tiny_incidents: Path) ->
     categories in the fixture). ST does not exclude the query from the corpus, so each
     query is evaluated by ST against the corpus without itself, as our benchmark does.
     """
-    from itsm_core.scoring import DenseScorer
+    from itsm_core.encoders.scorers import DenseScorer
 
     Evaluator = _st_ir_evaluator()
     b = build_benchmark(tiny_incidents, labels=["subcategory"], config=_cfg())

@@ -9,14 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from itsm_core.errors import ItsmError
-from itsm_core.export import (
-    EXPORT_META_FILE,
+from itsm_core.core.errors import ItsmError
+from itsm_core.encoders.onnx import EXPORT_META_FILE, is_export, load_export
+from itsm_core.serving.export import (
     FFN_DOWN_PROJECTIONS,
     default_fp32_nodes,
     export_onnx,
-    is_export,
-    load_export,
     matching_nodes,
 )
 
@@ -40,7 +38,7 @@ def tiny_export(tiny_model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def torch_embeddings(tiny_model) -> np.ndarray:
-    from itsm_core.models import load_sentence_transformer
+    from itsm_core.encoders.registry import load_sentence_transformer
 
     model, _ = load_sentence_transformer(str(tiny_model))
     model.max_seq_length = 48
@@ -131,9 +129,10 @@ def test_malformed_or_missing_metadata_is_a_clear_error(tmp_path):
 
 def test_export_is_a_model_spec_for_evaluate(tiny_export, tiny_incidents, isolated_results,
                                              tmp_path):
-    from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
-    from itsm_core.export import OnnxEncoder
-    from itsm_core.scoring import DenseScorer, load_scorer
+    from itsm_core.encoders.factory import load_scorer
+    from itsm_core.encoders.onnx import OnnxEncoder
+    from itsm_core.encoders.scorers import DenseScorer
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark, evaluate_model
 
     scorer = load_scorer(str(tiny_export))
     assert isinstance(scorer, DenseScorer) and isinstance(scorer.model, OnnxEncoder)
@@ -150,19 +149,20 @@ def test_export_is_a_model_spec_for_evaluate(tiny_export, tiny_incidents, isolat
 def test_latest_export_and_trained_lookup(tiny_export, tmp_path, isolated_results):
     import shutil
 
-    from itsm_core.export import latest_export, trained_model
+    from itsm_core.runs.store import latest_model_dir
+    from itsm_core.serving.export import latest_export
 
     assert latest_export(tmp_path) is None
     for name in ("20260101T000000Z_a-onnx", "20260102T000000Z_b-onnx"):
         shutil.copytree(tiny_export, tmp_path / name)
     assert latest_export(tmp_path).name == "20260102T000000Z_b-onnx"
-    assert trained_model("it_tickets", leaderboard=isolated_results.leaderboard) is None
+    assert latest_model_dir("it_tickets", "minilm-ft", isolated_results.leaderboard) is None
 
 
 def test_cli_export_trained_without_runs_is_a_clean_error(isolated_results):
     from typer.testing import CliRunner
 
-    from itsm_core.cli import app
+    from itsm_core.cli.main import app
 
     res = CliRunner().invoke(app, ["export", "--trained", "it_tickets", "--no-measure"])
     assert res.exit_code == 2 and "no model 'minilm-ft' evaluated on 'it_tickets'" in res.output
@@ -182,7 +182,7 @@ def test_optimized_export_fuses_attention_and_agrees(tiny_model, tmp_path, torch
 
 
 def test_export_names_are_not_mistaken_for_training_runs(tiny_export):
-    from itsm_core.export import read_export_meta
+    from itsm_core.encoders.onnx import read_export_meta
 
     name = read_export_meta(tiny_export)["name"]
     assert name.endswith(".onnx") and "-ft-" not in name and not name.endswith("-ft")

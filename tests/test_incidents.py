@@ -1,4 +1,4 @@
-"""Tests for itsm_core.incidents: reading tables, column mappings, incidents and links."""
+"""Tests for itsm_core.data.incidents: reading tables, column mappings, incidents and links."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from itsm_core.errors import ItsmError
-from itsm_core.incidents import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.data.incidents import (
     CANONICAL_COLUMNS,
     ColumnMapping,
     EmptyTextWarning,

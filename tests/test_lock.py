@@ -12,8 +12,8 @@ import pytest
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from itsm_core import compat
-from itsm_core.errors import ItsmError
+from itsm_core.core import compat
+from itsm_core.core.errors import ItsmError
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "itsm_core"
@@ -149,7 +149,7 @@ def test_guard_flags_an_unsupported_sentence_transformers_major():
 def test_cli_stops_in_one_line_on_a_broken_combination(monkeypatch):
     from typer.testing import CliRunner
 
-    from itsm_core.cli import app
+    from itsm_core.cli.main import app
 
     monkeypatch.setattr(compat, "installed_versions",
                         lambda names=compat.WATCHED: _v(transformers="5.24.0", peft="0.21.2",

@@ -1,4 +1,5 @@
-"""Tests for itsm_core.metrics: hand-computed cases plus cross-checks against sklearn and ST."""
+"""Tests for itsm_core.metrics.stats: hand-computed cases plus cross-checks against sklearn
+and ST."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from itsm_core import metrics
-from itsm_core.errors import ItsmError
-from itsm_core.metrics import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.metrics import stats as metrics
+from itsm_core.metrics.stats import (
     best_f1_threshold,
     bootstrap_mean_ci,
     bootstrap_stat_ci,

@@ -1,4 +1,5 @@
-"""Tests for itsm_core.models: registry entries, offline-safe resolution, model metadata."""
+"""Tests for itsm_core.encoders.registry: registry entries, offline-safe resolution, model
+metadata."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from itsm_core.errors import ItsmError
-from itsm_core.models import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.encoders.registry import (
     BERT_LORA_TARGETS,
     MODEL_META_FILE,
     REGISTRY,
@@ -190,7 +191,7 @@ def test_resolve_minilm_gives_packaged_path() -> None:
 @pytest.mark.weights
 @pytest.mark.slow
 def test_mpnet_reassembly_and_load() -> None:
-    from itsm_core.models import load_sentence_transformer, mpnet_path
+    from itsm_core.encoders.registry import load_sentence_transformer, mpnet_path
 
     folder = mpnet_path()
     assert (folder / "modules.json").exists()

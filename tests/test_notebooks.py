@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from itsm_core.notebook_builder import NOTEBOOKS
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from notebooks import NOTEBOOKS  # noqa: E402  (tools/notebooks.py: the notebooks' source)
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOK_PATHS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 ALLOWED_IMPORT = re.compile(r"^\s*(from itsm_core(\.\w+)* import |from IPython(\.\w+)* import "
                             r"|import IPython)")
@@ -58,7 +61,7 @@ def test_notebook_on_disk_equals_builder_output(path: Path) -> None:
     assert len(disk.cells) == len(built.cells)
     for i, (a, b) in enumerate(zip(disk.cells, built.cells)):
         assert a.cell_type == b.cell_type, i
-        assert a.source == b.source, f"cell {i} differs: rerun python -m itsm_core.notebook_builder"
+        assert a.source == b.source, f"cell {i} differs: rerun python tools/notebooks.py"
         assert a.get("metadata", {}).get("tags", []) == b.get("metadata", {}).get("tags", [])
     assert disk.metadata["kernelspec"] == built.metadata["kernelspec"]
 
@@ -80,8 +83,8 @@ def test_notebook_cells_hold_no_logic(path: Path) -> None:
 
 def test_report_smoke(tiny_incidents: Path, tmp_path: Path, isolated_results) -> None:
     """Evaluate tfidf + bm25 on the tiny file, then render the evaluate_v2 report."""
-    from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
-    from itsm_core.reports import run_report
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark, evaluate_model
+    from itsm_core.reports.notebooks import run_report
 
     bench = build_benchmark(tiny_incidents, labels=["category", "subcategory"],
                             config=BenchmarkConfig(n_resamples=50))
@@ -111,8 +114,8 @@ def test_report_smoke(tiny_incidents: Path, tmp_path: Path, isolated_results) ->
 
 
 def test_report_unknown_notebook(tmp_path: Path) -> None:
-    from itsm_core.errors import ItsmError
-    from itsm_core.reports import run_report
+    from itsm_core.core.errors import ItsmError
+    from itsm_core.reports.notebooks import run_report
 
     with pytest.raises(ItsmError, match="04_evaluate_v2"):
         run_report("99_nope", {}, reports_dir=tmp_path, notebooks_dir=NOTEBOOK_DIR)

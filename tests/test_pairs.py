@@ -1,4 +1,4 @@
-"""Tests for itsm_core.pairs: lexical difficulty and balanced evaluation pair sets."""
+"""Tests for itsm_core.pairs.training: lexical difficulty and balanced evaluation pair sets."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from itsm_core.errors import ItsmError
-from itsm_core.pairs import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.pairs.training import (
     PairSetConfig,
     annotate,
     assign_bands,

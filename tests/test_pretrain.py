@@ -7,8 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from itsm_core.errors import ItsmError
-from itsm_core.pretrain import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.data.splits import normalise_key
+from itsm_core.training.pretrain import (
     config_for_profile,
     delete_noise,
     format_stage_table,
@@ -17,7 +18,6 @@ from itsm_core.pretrain import (
     stage_table,
     verdicts,
 )
-from itsm_core.splits import normalise_key
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def bundle(tmp_path):
     """
     from conftest import tiny_frame
 
-    from itsm_core.data import DatasetManifest, sidecar_path
+    from itsm_core.data.datasets import DatasetManifest, sidecar_path
 
     df = tiny_frame()
     test_row = df[df["split"] == "test"].iloc[0]
@@ -85,7 +85,7 @@ def test_gitbugs_pretraining_uses_training_bugs_only():
     """On the bundled GitBugs data: no incident of a validation / test link is used."""
     from conftest import PROJECT_ROOT
 
-    from itsm_core.incidents import load_links
+    from itsm_core.data.incidents import load_links
 
     processed = PROJECT_ROOT / "data_new" / "processed"
     inc = processed / "gitbugs_hadoop.parquet"
@@ -147,7 +147,7 @@ def test_stage_table_paired_differences_and_verdicts(tmp_path):
     assert got[("base", "fine-tune alone")] == "no significant difference"
     shown = format_stage_table(table)
     assert "ndcg@10 Δ vs base" in shown.columns
-    from itsm_core.pretrain import stage_plot
+    from itsm_core.reports.plots import stage_plot
 
     fig = stage_plot(table, "ndcg@10")
     assert len(fig.axes[0].patches) == 3  # the stage without a result is not drawn
@@ -162,8 +162,8 @@ def test_pretrain_run_on_tiny_model_writes_adapted_model(tmp_path, bundle, metho
     test evaluation and a fine-tune that starts from the adapted folder."""
     from tiny_model import build_tiny_model
 
-    from itsm_core.models import resolve_spec
-    from itsm_core.pretrain import run_pretrain
+    from itsm_core.encoders.registry import resolve_spec
+    from itsm_core.training.pretrain import run_pretrain
 
     tiny = build_tiny_model(tmp_path / "tiny")
     cfg = config_for_profile("smoke", model=str(tiny), dataset="tiny", method=method,
@@ -192,7 +192,7 @@ def test_pretrain_run_on_tiny_model_writes_adapted_model(tmp_path, bundle, metho
 def test_stages_fine_tune_starts_from_the_adapted_model(tmp_path, bundle, isolated_results):
     from tiny_model import build_tiny_model
 
-    from itsm_core.pretrain import run_stages
+    from itsm_core.training.pretrain import run_stages
 
     tiny = build_tiny_model(tmp_path / "tiny")
     cfg = config_for_profile("smoke", model=str(tiny), dataset="tiny", evaluate_test=True)
@@ -211,14 +211,14 @@ def test_stages_fine_tune_starts_from_the_adapted_model(tmp_path, bundle, isolat
     # the table can be rebuilt from the finished runs, e.g. with a given plain fine-tune
     from typer.testing import CliRunner
 
-    from itsm_core.cli import app
+    from itsm_core.cli.main import app
 
     ft_eval = res.finetune.run_dir / "evaluate"
     again = CliRunner().invoke(app, ["stages", "--pretrain-run", str(res.pretrain.run_dir),
                                      "--finetune-run", str(res.finetune.run_dir),
                                      "--alone-eval", str(ft_eval)])
     assert again.exit_code == 0, again.output
-    from itsm_core.pretrain import latest_stage_table
+    from itsm_core.training.pretrain import latest_stage_table
 
     rebuilt = latest_stage_table("tiny").set_index("stage")
     assert rebuilt.loc["fine-tune alone", "ndcg@10"] == pytest.approx(
@@ -228,8 +228,8 @@ def test_stages_fine_tune_starts_from_the_adapted_model(tmp_path, bundle, isolat
 
 
 def test_best_lexical_baseline_is_the_higher_one(tmp_path, isolated_results):
-    from itsm_core.pretrain import best_lexical_eval_dir
-    from itsm_core.results import append_leaderboard
+    from itsm_core.runs.schema import append_leaderboard
+    from itsm_core.training.pretrain import best_lexical_eval_dir
 
     assert best_lexical_eval_dir("tiny") == (None, "")
     for name, vals in (("tfidf", [0.3, 0.3]), ("bm25", [0.5, 0.6])):

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from itsm_core import readme_tables as rt
-from itsm_core.errors import ItsmError
-from itsm_core.results import make_record, write_run
+from itsm_core.core.errors import ItsmError
+from itsm_core.reports import readme as rt
+from itsm_core.runs.schema import make_record, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,5 @@
-"""Tests for itsm_core.results and itsm_core.io: run records, leaderboard, atomic writes."""
+"""Tests for itsm_core.runs.schema and itsm_core.core.io: run records, leaderboard, atomic
+writes."""
 
 from __future__ import annotations
 
@@ -13,26 +14,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from itsm_core import config, evaluate, reports, results
-from itsm_core.errors import ItsmError
-from itsm_core.io import (
+from itsm_core.core import config
+from itsm_core.core.errors import ItsmError
+from itsm_core.core.io import (
     atomic_write_df,
     atomic_write_json,
     atomic_write_text,
     new_run_dir,
     unique_run_dir,
 )
-from itsm_core.results import (
+from itsm_core.evaluation import benchmark as evaluate
+from itsm_core.reports import views as reports
+from itsm_core.runs import schema as results
+from itsm_core.runs.schema import (
     HEADLINE_METRICS,
     append_leaderboard,
     format_with_ci,
-    latest_per_model,
     leaderboard_row,
     load_run,
     make_record,
     read_leaderboard,
     write_run,
 )
+from itsm_core.runs.store import latest_per_model
 
 BENCH = {"dataset": "tiny", "split": "test", "relevance": "labels:category,subcategory",
          "n_queries": 12, "n_test_pairs": 40}
@@ -251,7 +255,7 @@ def test_atomic_writes_replace_and_respect_umask(tmp_path: Path) -> None:
 
 
 def test_latest_per_model_hides_ablation_variants_unless_asked():
-    from itsm_core.results import latest_per_model
+    from itsm_core.runs.store import latest_per_model
 
     board = pd.DataFrame({
         "task": ["evaluate"] * 3, "dataset": ["d"] * 3, "split": ["test"] * 3,

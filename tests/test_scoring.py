@@ -1,13 +1,15 @@
-"""Tests for itsm_core.scoring: lexical baselines, the scorer factory and the dense scorer."""
+"""Tests for itsm_core.encoders.scorers: lexical baselines, the scorer factory and the dense
+scorer."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from itsm_core.errors import ItsmError
-from itsm_core.models import REGISTRY
-from itsm_core.scoring import BM25Scorer, Scorer, TfidfScorer, load_scorer
+from itsm_core.core.errors import ItsmError
+from itsm_core.encoders.factory import load_scorer
+from itsm_core.encoders.registry import REGISTRY
+from itsm_core.encoders.scorers import BM25Scorer, Scorer, TfidfScorer
 
 CORPUS = [
     "vpn tunnel disconnects every five minutes anyconnect",
@@ -111,7 +113,7 @@ def test_load_scorer_unknown_name_lists_registry_keys() -> None:
 
 @pytest.fixture(scope="module")
 def minilm():
-    from itsm_core.scoring import DenseScorer
+    from itsm_core.encoders.scorers import DenseScorer
 
     return DenseScorer("minilm", show_progress=False)
 

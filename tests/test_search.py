@@ -10,16 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from itsm_core.errors import ItsmError
-from itsm_core.search import (
-    INDEX_META_FILE,
-    Fusion,
-    HybridScorer,
-    SearchIndex,
-    build_index,
-    choose_fusion,
-    results_records,
-)
+from itsm_core.core.errors import ItsmError
+from itsm_core.encoders.hybrid import Fusion, HybridScorer, choose_fusion
+from itsm_core.serving.index import INDEX_META_FILE, SearchIndex, build_index, results_records
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +138,8 @@ def test_fusion_endpoints_and_choice():
 
 def test_hybrid_scorer_is_evaluated_with_weight_from_validation(
         tiny_model, tiny_incidents, isolated_results, tmp_path):
-    from itsm_core.evaluate import BenchmarkConfig, build_benchmark, evaluate_model
-    from itsm_core.scoring import load_scorer
+    from itsm_core.encoders.factory import load_scorer
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark, evaluate_model
 
     fixed = load_scorer(f"hybrid:{tiny_model}@0.7")
     assert isinstance(fixed, HybridScorer) and fixed.fusion.weight == 0.7
@@ -178,7 +171,7 @@ def test_results_json_records(index):
 def _cli(*args):
     from typer.testing import CliRunner
 
-    from itsm_core.cli import app
+    from itsm_core.cli.main import app
 
     return CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke(
         app, [str(a) for a in args])
@@ -217,7 +210,7 @@ def test_cli_export_without_measurement(tiny_model, tmp_path):
     res = _cli("export", "--model", tiny_model, "--out", tmp_path / "exp", "--no-measure",
                "--fp32-nodes", "none", "--max-seq-length", "32")
     assert res.exit_code == 0, res.output
-    from itsm_core.export import load_export
+    from itsm_core.encoders.onnx import load_export
 
     enc = load_export(tmp_path / "exp")
     assert enc.max_seq_length == 32 and enc.meta["quantization"]["fp32_nodes"] == []
@@ -226,7 +219,7 @@ def test_cli_export_without_measurement(tiny_model, tmp_path):
 
 
 def test_summaries_fall_back_to_title_then_text():
-    from itsm_core.search import summaries
+    from itsm_core.serving.index import summaries
 
     hits = pd.DataFrame({"short_description": ["VPN down", "", None],
                          "title": ["t0", "printer title", None],

@@ -1,4 +1,4 @@
-"""Tests for itsm_core.splits: deterministic, leakage-free splits of incidents and links."""
+"""Tests for itsm_core.data.splits: deterministic, leakage-free splits of incidents and links."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from itsm_core.config import SPLIT_FRACTIONS, SPLITS
-from itsm_core.errors import ItsmError
-from itsm_core.splits import (
+from itsm_core.core.config import SPLIT_FRACTIONS, SPLITS
+from itsm_core.core.errors import ItsmError
+from itsm_core.data.splits import (
     assign_splits,
     incident_splits_from_links,
     normalise_key,

@@ -1,4 +1,4 @@
-"""Tests for itsm_core.text: cleaning, the one text builder, and the label-leakage guard."""
+"""Tests for itsm_core.data.text: cleaning, the one text builder, and the label-leakage guard."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from itsm_core import text as text_mod
-from itsm_core.errors import ItsmError
-from itsm_core.text import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.data import text as text_mod
+from itsm_core.data.text import (
     BOILERPLATE_PATTERNS,
     LabelLeakageWarning,
     TextBuilder,

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from itsm_core import timing
-from itsm_core.errors import ItsmError
+from itsm_core.core.errors import ItsmError
+from itsm_core.experiments import timing
 
 
 def test_stages_are_recorded_with_exit_codes_and_summed(tmp_path):

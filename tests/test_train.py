@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from itsm_core.errors import ItsmError
-from itsm_core.train import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.training.finetune import (
     PhaseOrderedBatchSampler,
     TrainConfig,
     add_lora,
@@ -28,7 +28,7 @@ def tiny_bundle(tmp_path):
     """The tiny incident file plus a sidecar manifest, like a bundled data set."""
     from conftest import tiny_frame
 
-    from itsm_core.data import DatasetManifest, sidecar_path
+    from itsm_core.data.datasets import DatasetManifest, sidecar_path
 
     path = tmp_path / "tiny.csv"
     tiny_frame().to_csv(path, index=False)
@@ -80,8 +80,8 @@ def test_label_aware_loss_masks_same_label_negatives():
     """With two same-class rows, the masked loss differs from plain MNRL and is lower."""
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from itsm_core.models import load_sentence_transformer
-    from itsm_core.train import LabelAwareMNRL
+    from itsm_core.encoders.registry import load_sentence_transformer
+    from itsm_core.training.finetune import LabelAwareMNRL
 
     model, _ = load_sentence_transformer("minilm")
     emb = [torch.nn.functional.normalize(torch.randn(4, 8), dim=1) for _ in range(2)]
@@ -97,7 +97,7 @@ def test_label_aware_loss_masks_same_label_negatives():
 
 @pytest.mark.weights
 def test_lora_wraps_registry_targets_changes_output_and_reloads(tmp_path):
-    from itsm_core.models import load_sentence_transformer
+    from itsm_core.encoders.registry import load_sentence_transformer
 
     model, spec = load_sentence_transformer("minilm")
     before = model.encode(TEXTS, convert_to_numpy=True)
@@ -130,7 +130,7 @@ def test_lora_wraps_registry_targets_changes_output_and_reloads(tmp_path):
 @pytest.mark.weights
 def test_smoke_training_run_writes_run_and_selects_on_validation(tmp_path, tiny_bundle):
     """A few steps end to end on a tiny data set: run dir, metadata, test evaluation."""
-    from itsm_core.train import run_training
+    from itsm_core.training.finetune import run_training
 
     cfg = config_for_profile("smoke", model="minilm", dataset="tiny", evaluate_test=True,
                              output_dir=str(tmp_path / "run"))
@@ -152,7 +152,7 @@ def test_smoke_training_run_writes_run_and_selects_on_validation(tmp_path, tiny_
 @pytest.mark.weights
 def test_resume_from_checkpoint_continues_the_run(tmp_path, tiny_bundle):
     """A run resumed from its step-2 checkpoint ends at the configured step count."""
-    from itsm_core.train import run_training
+    from itsm_core.training.finetune import run_training
 
     out = tmp_path / "run"
     cfg = config_for_profile("smoke", model="minilm", output_dir=str(out))
@@ -179,7 +179,7 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_bundle):
     script = tmp_path / "ddp_train.py"
     script.write_text(
         "import os\n"
-        "from itsm_core.train import config_for_profile, run_training\n"
+        "from itsm_core.training.finetune import config_for_profile, run_training\n"
         f"cfg = config_for_profile('smoke', model='minilm', output_dir=r'{tmp_path / 'run'}')\n"
         "res = run_training(cfg, incidents_path=os.environ['ITSM_TEST_INCIDENTS'])\n"
         "print('RANK', os.environ.get('RANK'), 'WORLD', os.environ.get('WORLD_SIZE'))\n")

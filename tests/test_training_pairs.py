@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 from conftest import tiny_frame, tiny_links_frame
 
-from itsm_core.errors import ItsmError
-from itsm_core.incidents import load_links
-from itsm_core.pairs import (
+from itsm_core.core.errors import ItsmError
+from itsm_core.data.incidents import load_links
+from itsm_core.data.text import TextBuilder
+from itsm_core.encoders.registry import load_sentence_transformer
+from itsm_core.pairs.training import (
     PAIR_COLUMNS,
     PHASES,
     PairQualityReport,
@@ -28,7 +30,6 @@ from itsm_core.pairs import (
     validate_pairs,
     write_pair_file,
 )
-from itsm_core.text import TextBuilder
 
 LABELS = ["category", "subcategory"]
 # one same-label positive + one hard positive per anchor (with 2 same-label partners per
@@ -157,7 +158,7 @@ def test_hard_positives_share_fewer_words(pairs):
 
 
 def test_lexical_scores_recomputed(pairs):
-    from itsm_core.pairs import lexical_scores
+    from itsm_core.pairs.training import lexical_scores
 
     np.testing.assert_allclose(pairs["lexical_pos"],
                                lexical_scores(pairs["anchor"], pairs["positive"]), atol=1e-6)
@@ -466,13 +467,13 @@ def test_short_texts_are_dropped(frame):
 
 
 def _with_neg_labels(pairs, frame):
-    from itsm_core.train import negative_labels
+    from itsm_core.training.finetune import negative_labels
 
     return pairs.assign(negative_label=negative_labels(pairs, frame, LABELS))
 
 
 def test_negative_labels_match_anchor_classes(pairs, frame):
-    from itsm_core.train import negative_labels
+    from itsm_core.training.finetune import negative_labels
 
     neg = negative_labels(pairs, frame, LABELS)
     cls = dict(zip(pairs["anchor_id"].map(fine_key(frame)), pairs["label"]))
@@ -481,7 +482,7 @@ def test_negative_labels_match_anchor_classes(pairs, frame):
 
 
 def test_build_train_dataset_curriculum_and_labels(pairs, frame):
-    from itsm_core.train import TrainConfig, build_train_dataset
+    from itsm_core.training.finetune import TrainConfig, build_train_dataset
 
     p = _with_neg_labels(pairs, frame)
     ds, phases = build_train_dataset(p, TrainConfig(curriculum=True, use_negatives=True))
@@ -502,7 +503,7 @@ def test_build_train_dataset_curriculum_and_labels(pairs, frame):
 
 
 def test_build_train_dataset_without_negatives_or_curriculum(pairs):
-    from itsm_core.train import TrainConfig, build_train_dataset
+    from itsm_core.training.finetune import TrainConfig, build_train_dataset
 
     ds, phases = build_train_dataset(pairs, TrainConfig(use_negatives=False, curriculum=False))
     assert "negative" not in ds.column_names
@@ -516,7 +517,7 @@ def test_build_train_dataset_without_negatives_or_curriculum(pairs):
 
 @pytest.mark.parametrize("max_pairs", [7, 13, 20])
 def test_build_train_dataset_max_pairs_keeps_phase_shares(pairs, max_pairs):
-    from itsm_core.train import TrainConfig, build_train_dataset
+    from itsm_core.training.finetune import TrainConfig, build_train_dataset
 
     ds, phases = build_train_dataset(pairs, TrainConfig(max_pairs=max_pairs))
     assert abs(len(ds) - max_pairs) <= 1
@@ -530,7 +531,7 @@ def test_build_train_dataset_max_pairs_keeps_phase_shares(pairs, max_pairs):
 
 
 def _bundle(tmp_path: Path, links: bool = False) -> Path:
-    from itsm_core.data import DatasetManifest, sidecar_path
+    from itsm_core.data.datasets import DatasetManifest, sidecar_path
 
     path = tmp_path / "tiny.csv"
     df = tiny_frame()
@@ -544,7 +545,7 @@ def _bundle(tmp_path: Path, links: bool = False) -> Path:
 
 
 def test_make_pairs_on_bundle(tmp_path):
-    from itsm_core.train import make_pairs
+    from itsm_core.training.finetune import make_pairs
 
     path = _bundle(tmp_path)
     p, rep = make_pairs("tiny", TrainPairConfig(positives_per_anchor=1), incidents_path=path)
@@ -558,7 +559,7 @@ def test_make_pairs_on_bundle(tmp_path):
 
 
 def test_make_pairs_with_links_bundle_validates(tmp_path):
-    from itsm_core.train import make_pairs
+    from itsm_core.training.finetune import make_pairs
 
     path = _bundle(tmp_path, links=True)
     p, rep = make_pairs("tiny", incidents_path=path)
@@ -574,8 +575,8 @@ def test_regression_unlabelled_train_incidents_and_string_dtype_ids():
     """
     from conftest import tiny_frame, tiny_links_frame
 
-    from itsm_core.pairs import TrainPairConfig, generate_training_pairs
-    from itsm_core.text import TextBuilder
+    from itsm_core.data.text import TextBuilder
+    from itsm_core.pairs.training import TrainPairConfig, generate_training_pairs
 
     df = tiny_frame()
     extra = df[df["split"] == "train"].head(6).copy()
@@ -599,7 +600,11 @@ def test_regression_unlabelled_train_incidents_and_string_dtype_ids():
 def test_embedding_negatives_cover_most_pairs_and_never_share_the_label(frame):
     """mine_hard_negatives with MiniLM: (nearly) every pair gets a mined negative, and the
     false-negative guard holds. A regression guard: an earlier version kept ~2 % of rows."""
-    p = generate_training_pairs(frame, texts_of(frame), TrainPairConfig(negatives="embedding"))
+    with pytest.raises(ItsmError, match="mining model"):
+        generate_training_pairs(frame, texts_of(frame), TrainPairConfig(negatives="embedding"))
+    miner, _ = load_sentence_transformer("minilm")
+    p = generate_training_pairs(frame, texts_of(frame), TrainPairConfig(negatives="embedding"),
+                                mining_model=miner)
     mined = p["negative_source"] == "embedding"
     assert mined.mean() >= 0.8, p["negative_source"].value_counts(dropna=False)
     key = fine_key(frame)

@@ -21,7 +21,7 @@ def build_tiny_model(out: Path, name: str = "tiny", seed: int = 0) -> Path:
     )
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from itsm_core.models import resolve_spec
+    from itsm_core.encoders.registry import resolve_spec
 
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(resolve_spec("minilm").path)

@@ -1,0 +1,1 @@
+"""The ``itsm`` command line, one module per command group (see :mod:`itsm_core.cli.main`)."""

@@ -1,0 +1,170 @@
+"""``itsm ablation | sweep | bench | timing``: experiments and printed benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from itsm_core.cli.common import csv_list, friendly, out, print_rows
+from itsm_core.core.errors import ItsmError
+
+
+@friendly
+def ablation_cmd(
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    model: Annotated[str, typer.Option(help="model to train")] = "minilm",
+    variants: Annotated[str | None, typer.Option(help="comma-separated variants")] = None,
+    profile: Annotated[str, typer.Option(help="training profile")] = "default",
+    max_steps: Annotated[int | None, typer.Option(help="cap steps per variant")] = None,
+    max_pairs: Annotated[int | None, typer.Option(help="pair budget per variant")] = None,
+) -> None:
+    """Train recipe variants on the same pairs; table of validation and test NDCG@10."""
+    from itsm_core.experiments.ablation import run_ablation
+
+    table = run_ablation(dataset, model, csv_list(variants), profile, max_steps,
+                         max_pairs=max_pairs)
+    rows = []
+    for _, r in table.iterrows():
+        diff = (f"{r['test_diff_vs_recipe']:+.3f} [{r['test_diff_ci_low']:+.3f}, "
+                f"{r['test_diff_ci_high']:+.3f}]" if "test_diff_vs_recipe" in r else "")
+        rows.append((r["variant"], f"{r['val_ndcg@10']:.3f}",
+                     f"{r['test_ndcg@10']:.3f} [{r['test_ndcg@10_ci_low']:.3f}, "
+                     f"{r['test_ndcg@10_ci_high']:.3f}]", diff))
+    print_rows(("variant", "val ndcg@10", "test ndcg@10 [95% CI]", "diff vs recipe [CI]"), rows)
+
+
+@friendly
+def sweep_cmd(
+    param: Annotated[str, typer.Option(help="TrainConfig field, e.g. learning_rate")] =
+    "learning_rate",
+    values: Annotated[str, typer.Option(help="comma-separated values")] = "2e-4,5e-4,1e-3",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    model: Annotated[str, typer.Option(help="model to train")] = "minilm",
+    profile: Annotated[str, typer.Option(help="training profile")] = "default",
+    max_pairs: Annotated[int | None, typer.Option(help="pair budget per run")] = None,
+    negatives: Annotated[bool | None, typer.Option(
+        "--negatives/--no-negatives", help="override the profile's use of hard negatives")
+    ] = None,
+) -> None:
+    """Choose a hyper-parameter on VALIDATION NDCG@10 (test is never evaluated)."""
+    from itsm_core.experiments.ablation import run_sweep
+
+    extra = {} if negatives is None else {"use_negatives": negatives}
+    table = run_sweep(param, csv_list(values) or [], dataset, model, profile, max_pairs,
+                      **extra)
+    print_rows((param, "val ndcg@10", "zero-shot val", "best step", "train s", ""),
+               ((f"{r['value']:g}", f"{r['val_ndcg@10']:.4f}", f"{r['base_val_ndcg@10']:.4f}",
+                 r["best_step"], f"{r['train_seconds']:.0f}", "best" if r["best"] else "")
+                for _, r in table.iterrows()))
+
+
+@friendly
+def bench_cmd(
+    what: Annotated[str, typer.Argument(help="train, search or encode")] = "train",
+    model: Annotated[str, typer.Option(
+        help="train: model to train; encode: export folder (default: newest export)")] =
+    "minilm",
+    dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
+    steps: Annotated[int, typer.Option(help="training steps per recipe")] = 20,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 32,
+    index: Annotated[Path | None, typer.Option(
+        help="search: also time this index (default: newest under models/indexes)")] = None,
+    n: Annotated[int, typer.Option(
+        help="search: synthetic corpus size; encode: number of texts")] = 0,
+) -> None:
+    """Print measured figures: `itsm bench train` = pairs/s of the default recipe vs plain
+    sentence-transformers on the same pairs, side by side; `itsm bench search` = top-10
+    latency p50/p95 per dim (synthetic 50k + the bundled index); `itsm bench encode` =
+    sentences/s of torch fp32 / ONNX fp32 / ONNX INT8."""
+    if what == "train":
+        _bench_train(model, dataset, steps, batch_size)
+    elif what == "encode":
+        _bench_encode(model, dataset, n or 512, batch_size)
+    elif what == "search":
+        _bench_search(n or 50_000, index)
+    else:
+        raise ItsmError(f"unknown benchmark {what!r}",
+                        fix="use `itsm bench train`, `itsm bench search` or `itsm bench encode`")
+
+
+def _bench_train(model: str, dataset: str, steps: int, batch_size: int) -> None:
+    from itsm_core.experiments.throughput import train_throughput
+
+    res = train_throughput(model, dataset, steps=steps, batch_size=batch_size)
+    print_rows(("recipe", "pairs / s"), [
+        ("plain sentence-transformers (full FT, MNRL)", res["plain_st_pairs_per_s"]),
+        ("default recipe (LoRA, Matryoshka, label-aware, curriculum)",
+         res["default_recipe_pairs_per_s"])])
+    out.print(f"ratio default/plain = {res['ratio_default_over_plain']} "
+              f"({res['threads']} threads, batch {batch_size}, {steps} steps)")
+
+
+def _bench_encode(model: str, dataset: str, n: int, batch_size: int) -> None:
+    from itsm_core.serving.export import resolve_model
+    from itsm_core.serving.latency import encode_throughput
+
+    folder = resolve_model("latest-export" if model == "minilm" else model)
+    res = encode_throughput(folder, dataset, n=n, batch_size=batch_size)
+    print_rows(("backend", "sentences/s", "speed-up", "size MB", "cos mean", "cos min"),
+               ((r["backend"], f"{r['sentences_per_s']:.1f}", f"{r['speedup']:.2f}x",
+                 r["size_mb"], f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}")
+                for r in res["rows"]), title=f"encode throughput ({escape(folder)})")
+
+
+def _bench_search(n: int, index: Path | None) -> None:
+    from itsm_core.serving.latency import bench_search
+
+    res = bench_search(n, index)
+    print_rows(("corpus", "search", "dim", "n", "index MB", "p50 ms", "p95 ms"),
+               ((escape(r["corpus"]), r["what"], r["dim"], r["n"], r["index_mb"] or "",
+                 f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}") for r in res["rows"]),
+               title=f"top-{res['k']} latency, one query at a time ({res['blas_threads']} "
+               "BLAS threads)")
+    if "encode_query" in res:
+        e = res["encode_query"]
+        out.print(f"query encoding ({escape(res['model'])}): p50 {e['p50_ms']:.1f} ms, "
+                  f"p95 {e['p95_ms']:.1f} ms; index build {res['index_build_seconds']} s "
+                  f"({res['index_encode_sentences_per_s']} sentences/s); BM25 build "
+                  f"{res['bm25_build_seconds']} s; max RSS {res['max_rss_mb']} MB")
+
+
+timing_app = typer.Typer(help="Per-stage wall time of `make pipeline`.", no_args_is_help=True)
+
+
+@timing_app.command("reset")
+@friendly
+def timing_reset() -> None:
+    """Start a new pipeline timing record."""
+    from itsm_core.experiments.timing import reset
+
+    reset()
+
+
+@timing_app.command("run", context_settings={"allow_extra_args": True,
+                                             "ignore_unknown_options": True})
+@friendly
+def timing_run(
+    ctx: typer.Context,
+    stage: Annotated[str, typer.Option(help="stage name in the timing table")],
+) -> None:
+    """Run `-- COMMAND…` as one timed stage (exit code passed through)."""
+    from itsm_core.experiments.timing import run_stage
+
+    rc = run_stage(stage, ctx.args)
+    if rc:
+        raise typer.Exit(code=rc)
+
+
+@timing_app.command("show")
+@friendly
+def timing_show() -> None:
+    """Finish the record: print the stage table, write reports/pipeline_timing.json."""
+    from itsm_core.experiments.timing import TIMING_JSON, finish, timing_table
+
+    table = timing_table(finish())
+    print_rows(table.columns, table.itertuples(index=False),
+               title="make pipeline: wall time per stage")
+    out.print(f"timing -> {TIMING_JSON}")

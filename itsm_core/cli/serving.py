@@ -1,0 +1,208 @@
+"""``itsm export | index … | search``: the deployed model and the similar-incident index."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from itsm_core.cli.common import csv_list, friendly, out, print_rows, short
+
+
+@friendly
+def export_cmd(
+    model: Annotated[str | None, typer.Option(
+        help="model to export: registry key, model folder (e.g. models/<run>/model), hub id")]
+    = None,
+    trained: Annotated[str | None, typer.Option(
+        help="export the newest --trained-name run evaluated on this data set instead")] =
+    None,
+    trained_name: Annotated[str, typer.Option(help="training run name for --trained")] =
+    "minilm-ft",
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="new folder (default models/<timestamp>_<name>-onnx)")] = None,
+    max_seq_length: Annotated[int | None, typer.Option(
+        help="token limit baked into the export (default: the model's)")] = None,
+    fp32_nodes: Annotated[str | None, typer.Option(
+        help="comma-separated regexes of ONNX node names kept fp32 when quantizing; "
+             "'none' = quantize every MatMul; default = the architecture's default")] = None,
+    optimize: Annotated[bool, typer.Option(
+        help="BERT: fuse the graph (onnxruntime.transformers.optimizer) before quantizing")]
+    = False,
+    measure: Annotated[bool, typer.Option(
+        help="measure torch / ONNX fp32 / ONNX INT8 side by side")] = True,
+    dataset: Annotated[str, typer.Option(help="bundled data set for the measurement")] =
+    "it_tickets",
+    n_texts: Annotated[int, typer.Option(help="validation texts timed per backend")] = 512,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for CIs")] = 1000,
+) -> None:
+    """Export a model to ONNX (fp32 + dynamic per-channel INT8) with its tokenizer and
+    pooling; the folder works as --model everywhere. Reports throughput, size, cosine
+    agreement and the NDCG@10 delta (validation and test) side by side."""
+    from itsm_core.serving.export import export_to_models, measure_export, resolve_model
+
+    src = resolve_model(model, trained, trained_name)
+    folder = export_to_models(src, out_dir, max_seq_length=max_seq_length,
+                              fp32_nodes=fp32_nodes, optimize=optimize)
+    out.print(f"exported {escape(src)} -> [bold]{folder}[/]")
+    if measure:
+        _print_export_report(measure_export(folder, dataset=dataset, n_texts=n_texts,
+                                            bootstrap=bootstrap))
+
+
+def _print_export_report(rep: dict) -> None:
+    speed = rep["speed"]
+    print_rows(("backend", "sentences/s", "speed-up", "size MB", "cos mean", "cos min"),
+               ((r["backend"], f"{r['sentences_per_s']:.1f}", f"{r['speedup']:.2f}x",
+                 r["size_mb"], f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}") for r in speed),
+               title=f"{rep['model']}: encode throughput and agreement "
+               f"({speed[0]['n_texts']} validation texts, {speed[0]['threads']} threads)",
+               right=("sentences/s", "speed-up", "size MB", "cos mean", "cos min"))
+    print_rows(("split", "backend", "ndcg@10", "95% CI", "delta vs torch", "delta CI"),
+               ((r["split"], r["backend"], f"{r['ndcg@10']:.4f}",
+                 f"[{r['ndcg@10_ci'][0]:.4f}, {r['ndcg@10_ci'][1]:.4f}]",
+                 f"{r['delta_vs_torch']:+.4f}",
+                 f"[{r['delta_ci'][0]:+.4f}, {r['delta_ci'][1]:+.4f}]") for r in rep["quality"]),
+               title="NDCG@10 by backend (paired difference to torch, 95% CI)",
+               right=("ndcg@10", "95% CI", "delta vs torch", "delta CI"))
+    for k, v in rep.get("targets", {}).items():
+        out.print(f"target {k}: {'[green]met[/]' if v else '[red]not met[/]'}")
+
+
+index_app = typer.Typer(help="Similar-incident search indexes (build, add, info).",
+                        no_args_is_help=True)
+
+
+@index_app.command("build")
+@friendly
+def index_build(
+    model: Annotated[str | None, typer.Option(
+        help="model spec, export folder, or 'latest-export' (newest itsm export)")] = None,
+    incidents: Annotated[Path | None, typer.Option(
+        help="incidents file (default: the bundled --dataset)")] = None,
+    dataset: Annotated[str, typer.Option(help="bundled data set when no --incidents")] =
+    "it_tickets",
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="new folder (default models/indexes/<timestamp>_<name>)")] = None,
+    columns: Annotated[str | None, typer.Option(
+        help="column mapping: 'servicenow' or a mapping JSON file")] = None,
+    text_fields: Annotated[str | None, typer.Option(
+        help="fields embedded as text (default: the data set's, else "
+             "short_description,description)")] = None,
+    dim: Annotated[int | None, typer.Option(help="Matryoshka dim stored (default: full)")] =
+    None,
+    fusion: Annotated[str, typer.Option(
+        help="auto (chosen on the validation split), weighted or rrf")] = "auto",
+    fusion_weight: Annotated[float | None, typer.Option(
+        help="dense share of the weighted fusion (fixes it; no validation choice)")] = None,
+    encoding: Annotated[str, typer.Option(help="text encoding of the incidents file")] =
+    "utf-8",
+) -> None:
+    """Encode every incident into a new search index (embeddings + BM25 + metadata)."""
+    from itsm_core.serving.export import resolve_model
+    from itsm_core.serving.index import build_index_into_models
+
+    idx = build_index_into_models(
+        resolve_model(model), incidents, dataset, out_dir, columns=columns,
+        text_fields=csv_list(text_fields), dim=dim, fusion=fusion, fusion_weight=fusion_weight,
+        encoding=encoding)
+    _print_index_info(idx)
+
+
+@index_app.command("add")
+@friendly
+def index_add(
+    incidents: Annotated[Path, typer.Argument(help="file with the new incidents")],
+    index: Annotated[Path | None, typer.Option(help="index folder (default: newest)")] = None,
+    columns: Annotated[str | None, typer.Option(
+        help="column mapping of the new file (default: the index's)")] = None,
+    skip_existing: Annotated[bool, typer.Option(
+        help="skip incident numbers already indexed instead of refusing")] = False,
+    encoding: Annotated[str, typer.Option(help="text encoding of the incidents file")] =
+    "utf-8",
+) -> None:
+    """Encode and append new incidents to an index (no rebuild; same model and dim)."""
+    from itsm_core.serving.index import open_index
+
+    idx = open_index(index)
+    n = idx.add(incidents, columns=columns, skip_existing=skip_existing, encoding=encoding)
+    out.print(f"added {n} incidents -> {idx.path} ({len(idx)} in total)")
+
+
+@index_app.command("info")
+@friendly
+def index_info(
+    index: Annotated[Path | None, typer.Argument(help="index folder (default: newest)")] =
+    None,
+) -> None:
+    """Show an index's model, dim, size, fusion and history."""
+    from itsm_core.serving.index import open_index
+
+    _print_index_info(open_index(index))
+
+
+def _print_index_info(idx) -> None:  # noqa: ANN001 - SearchIndex
+    m = idx.meta
+    t = Table(title=f"index {idx.path}", show_header=False)
+    t.add_column("field")
+    t.add_column("value")
+    build = next((h for h in m.get("history", []) if h.get("op") == "build"), {})
+    for k, v in (("model", f"{m['model']['name']} ({m['model']['spec']})"),
+                 ("incidents", str(len(idx))), ("dim", str(idx.dim)),
+                 ("embeddings MB", f"{idx.embeddings.nbytes / 2**20:.1f}"),
+                 ("text fields", ",".join(m["text"]["fields"])),
+                 ("fusion", idx.fusion.describe()),
+                 ("build seconds", str(build.get("build_seconds"))),
+                 ("encode sentences/s", str(build.get("sentences_per_s"))),
+                 ("additions", str(sum(1 for h in m.get("history", [])
+                                       if h.get("op") == "add")))):
+        t.add_row(k, escape(v))
+    out.print(t)
+
+
+@friendly
+def search_cmd(
+    queries: Annotated[list[str], typer.Argument(help="incident text(s) to search for")],
+    k: Annotated[int, typer.Option("-k", "--top", help="hits per query")] = 5,
+    index: Annotated[Path | None, typer.Option(help="index folder (default: newest under "
+                                                    "models/indexes)")] = None,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25")] = "hybrid",
+    dim: Annotated[int | None, typer.Option(help="Matryoshka dim (<= the index's)")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="model to embed the query with (must be the index's own; default: it is)")] =
+    None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+) -> None:
+    """Find the incidents most similar to a text: number, score, description, category,
+    resolution notes (whatever the index holds)."""
+    from itsm_core.serving.index import open_index, search_payload
+
+    idx = open_index(index)
+    results = idx.search(queries, k=k, mode=mode, dim=dim, model=model)
+    if as_json:
+        payload = search_payload(idx, queries, results, mode, dim)
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        return
+    for q, res in zip(queries, results):
+        _print_hits(q, res, f"{mode}, {dim or idx.dim}-d, {idx.model_name}")
+
+
+def _print_hits(query: str, res, how: str) -> None:  # noqa: ANN001 - pandas DataFrame
+    from itsm_core.serving.index import summaries
+
+    t = Table(title=f"{escape(query)}  [dim]({escape(how)})[/]")
+    cols = ["number", "score", "short description"] + [c for c in (
+        "category", "subcategory", "topic_group", "resolution_notes") if c in res.columns]
+    for c in cols:
+        t.add_column(c, justify="right" if c == "score" else "left", overflow="fold",
+                     max_width=60 if c in ("short description", "resolution_notes") else None)
+    res = res.assign(**{"short description": summaries(res)})
+    for row in res.to_dict("records"):
+        t.add_row(*[f"{row[c]:.3f}" if c == "score" else escape(short(row.get(c)))
+                    for c in cols])
+    out.print(t)

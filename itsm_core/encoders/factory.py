@@ -1,0 +1,58 @@
+"""The one scorer factory: a model spec string in, a :class:`Scorer` out.
+
+Every layer above (evaluation, training, serving, reports, the CLI) builds scorers here and
+nowhere else. Composite scorers (ensembles, hybrids) receive their members already built,
+so no encoder module imports this factory back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from itsm_core.core.errors import ItsmError
+from itsm_core.encoders.ensemble import (
+    EnsembleScorer,
+    is_ensemble_spec,
+    member_specs,
+    read_ensemble,
+)
+from itsm_core.encoders.hybrid import HybridScorer, parse_hybrid_spec
+from itsm_core.encoders.onnx import export_scorer, is_export
+from itsm_core.encoders.registry import REGISTRY
+from itsm_core.encoders.scorers import BM25Scorer, DenseScorer, Scorer, TfidfScorer
+
+
+def load_scorer(spec: str, **kwargs: Any) -> Scorer:
+    """Scorer for a model spec.
+
+    Args:
+        spec: ``tfidf``, ``bm25``, ``ensemble:a,b`` or an ensemble folder,
+            ``hybrid:<dense spec>[@w|@rrf]``, an ``itsm export`` folder or ``.onnx`` file,
+            a registry key, a model folder or a hub id.
+        **kwargs: passed to the dense scorers (``batch_size``, ``show_progress``, …).
+
+    Returns:
+        A :class:`~itsm_core.encoders.scorers.Scorer`.
+
+    Raises:
+        ItsmError: for an empty or unknown spec (with the registry keys to choose from).
+    """
+    name = str(spec).strip()
+    if not name:
+        raise ItsmError("empty model name", where="--model",
+                        fix=f"pass a registry key ({', '.join(sorted(REGISTRY))}), a model "
+                        "folder, a hub id, 'tfidf' or 'bm25'")
+    if name.lower() == "tfidf":
+        return TfidfScorer()
+    if name.lower() == "bm25":
+        return BM25Scorer()
+    if is_ensemble_spec(name):  # ensemble:a,b or a folder with itsm_ensemble.json
+        config, folder = read_ensemble(name)
+        members = [load_scorer(m, **kwargs) for m in member_specs(config)]
+        return EnsembleScorer(config, members, folder)
+    if name.lower().startswith("hybrid:"):  # BM25 + dense, fusion chosen on validation
+        dense_spec, fusion = parse_hybrid_spec(name)
+        return HybridScorer(load_scorer(dense_spec, **kwargs), fusion)
+    if is_export(name):  # an `itsm export` folder (INT8) or one of its .onnx files
+        return export_scorer(name, **kwargs)
+    return DenseScorer(name, **kwargs)

@@ -1,0 +1,141 @@
+"""What the evaluate_v2 and train notebooks show: leaderboard tables, baselines, runs.
+
+Every table is read from what the runs wrote (leaderboard, run folders, benchmark JSONs);
+nothing here measures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from itsm_core.core.config import LEADERBOARD_CSV
+from itsm_core.core.errors import ItsmError
+from itsm_core.evaluation.paired import paired_difference, paired_vs_baselines, versus_baselines
+from itsm_core.runs.schema import format_with_ci, read_leaderboard
+from itsm_core.runs.store import latest_rows
+
+__all__ = ["paired_difference", "paired_vs_baselines", "versus_baselines"]
+
+
+def latest_runs(datasets: list[str] | None = None, models: list[str] | None = None,
+                leaderboard: str | Path | None = None, task: str = "evaluate") -> pd.DataFrame:
+    """Newest leaderboard row per (data set, model), filtered; empty → clear error."""
+    board = latest_rows(read_leaderboard(leaderboard or LEADERBOARD_CSV), datasets, models, task)
+    if board.empty:
+        raise ItsmError("no evaluation runs to report", where=str(leaderboard or LEADERBOARD_CSV),
+                        fix="run `itsm benchmark` or `itsm evaluate` first")
+    return board
+
+
+def leaderboard_table(board: pd.DataFrame) -> pd.DataFrame:
+    """Display table with CIs (see :func:`itsm_core.runs.schema.format_with_ci`)."""
+    return format_with_ci(board)
+
+
+def run_pairs(board: pd.DataFrame, dataset: str) -> dict[str, pd.DataFrame]:
+    """Scored test pairs (``pairs.csv``) of each run of one data set, keyed by model."""
+    out = {}
+    for r in board[board["dataset"] == dataset].itertuples():
+        p = Path(r.run_dir) / "pairs.csv"
+        if p.exists():
+            out[r.model] = pd.read_csv(p)
+    return out
+
+
+def run_json(board: pd.DataFrame, dataset: str, key: str) -> dict[str, Any]:
+    """One field of each run's metrics.json (e.g. ``dims``, ``per_category``) by model."""
+    out = {}
+    for r in board[board["dataset"] == dataset].itertuples():
+        p = Path(r.run_dir) / "metrics.json"
+        if p.exists():
+            val = json.loads(p.read_text(encoding="utf-8")).get(key)
+            if val:
+                out[r.model] = val
+    return out
+
+
+def baseline_comparison(board: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
+    """Per data set: each model's metric minus the best lexical baseline's."""
+    rows = []
+    for ds, sub in board.groupby("dataset"):
+        lex = sub[sub["model_kind"] == "lexical"]
+        if lex.empty:
+            continue
+        best = lex.loc[lex[metric].idxmax()]
+        for _, r in sub.iterrows():
+            rows.append({"dataset": ds, "model": r["model"], metric: r[metric],
+                         "best_baseline": best["model"],
+                         "delta_vs_baseline": r[metric] - best[metric]})
+    return pd.DataFrame(rows)
+
+
+def benchmark_table(board: pd.DataFrame) -> pd.DataFrame:
+    """Per data set: queries, corpus, pairs, split scheme and threshold source."""
+    rows = {}
+    for r in board.itertuples():
+        p = Path(r.run_dir) / "metrics.json"
+        if r.dataset in rows or not p.exists():
+            continue
+        b = json.loads(p.read_text(encoding="utf-8")).get("benchmark", {})
+        rows[r.dataset] = {k: b.get(k) for k in (
+            "relevance", "split", "split_scheme", "corpus", "n_queries", "n_corpus",
+            "n_test_pairs", "n_threshold_pairs", "threshold_source", "text_fields")}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def train_summary(meta: dict[str, Any]) -> pd.DataFrame:
+    """The real hyper-parameters and outcome of a training run, as a two-column table."""
+    cfg = meta.get("train_config", {})
+    rows = {
+        "base model": meta.get("base_model"), "mode": cfg.get("mode"),
+        "learning rate": meta.get("learning_rate"), "epochs": cfg.get("epochs"),
+        "batch size": cfg.get("batch_size"), "warmup ratio": cfg.get("warmup_ratio"),
+        "weight decay": cfg.get("weight_decay"), "scheduler": cfg.get("scheduler"),
+        "loss": meta.get("loss"), "matryoshka dims": meta.get("matryoshka_dims"),
+        "curriculum": cfg.get("curriculum"), "hard negatives": cfg.get("use_negatives"),
+        "label-aware in-batch negatives": cfg.get("label_aware"),
+        "LoRA r / alpha": f"{cfg.get('lora_r')} / {cfg.get('lora_alpha')}"
+        if cfg.get("mode") == "lora" else "–",
+        "LoRA-wrapped modules": len(meta.get("lora_wrapped_modules", [])),
+        "training pairs used": meta.get("pairs", {}).get("n_used"),
+        "steps": meta.get("global_steps"), "train seconds": meta.get("train_seconds"),
+        "pairs / second": meta.get("pairs_per_second"),
+        "validation NDCG@10 before": meta.get("base_validation", {}).get(
+            "validation_ndcg@10"),
+        "validation NDCG@10 best": meta.get("best_validation_ndcg@10"),
+        "best checkpoint": meta.get("best_checkpoint"),
+        "git commit": meta.get("git_commit"),
+    }
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def throughput_table(model: str = "minilm") -> pd.DataFrame:
+    """The latest ``itsm bench train`` figures (pairs/s, side by side), or a note."""
+    from itsm_core.experiments.throughput import latest_bench
+
+    res = latest_bench("train_throughput")
+    if res is None or res.get("model") != model:
+        return pd.DataFrame({"note": [f"no throughput benchmark for {model} yet: run "
+                                      f"`itsm bench train --model {model}`"]})
+    return pd.DataFrame({
+        "recipe": ["plain sentence-transformers (full FT, MNRL, random batches)",
+                   "default recipe (LoRA, MatryoshkaLoss(label-aware MNRL), curriculum)"],
+        "pairs / s": [res["plain_st_pairs_per_s"], res["default_recipe_pairs_per_s"]],
+        "setting": [f"{res['steps']} steps, batch {res['batch_size']}, "
+                    f"{res['threads']} threads, max_seq_length {res['max_seq_length']}"] * 2,
+    })
+
+
+def ablation_table(dataset: str = "it_tickets") -> pd.DataFrame:
+    """The latest ablation of a data set (validation + test NDCG@10), or a note."""
+    from itsm_core.experiments.ablation import latest_ablation
+
+    table = latest_ablation(dataset)
+    if table is None:
+        return pd.DataFrame({"note": [f"no ablation for {dataset} yet: run "
+                                      f"`itsm ablation --dataset {dataset}`"]})
+    return table

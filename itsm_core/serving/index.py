@@ -1,0 +1,499 @@
+"""Similar-incident search: a saved index (dense + BM25) and hybrid fusion.
+
+An index is a folder::
+
+    <index>/
+      itsm_index.json            # the manifest: model (spec + fingerprint), dim, text
+                                 # builder, fusion chosen on VALIDATION, history
+      embeddings-0001.npy        # (n, dim) float32, L2-normalised (Matryoshka-truncated)
+      incidents-0001.parquet     # number, text and the display columns that exist
+
+The manifest is the commit point: ``itsm index add`` encodes only the new incidents,
+writes the next generation of both data files, then atomically replaces the manifest
+(:func:`itsm_core.core.io.atomic_write_json`) and removes the previous generation; a reader
+always sees one consistent generation. Queries are refused (:class:`ItsmError`) when they
+would be embedded with a model other than the one the index was built with.
+
+Search is exact (one matrix-vector product with numpy, then ``argpartition``): at 50k
+incidents x 384 dims that is ~19M multiply-adds per query, a few milliseconds, so an
+approximate index (faiss, HNSW) would add a dependency and recall loss for nothing.
+
+**Hybrid** scores fuse BM25 (bm25s, as :class:`~itsm_core.encoders.scorers.BM25Scorer`) and dense
+cosine per query, either by a weighted sum of z-scored rows (``weighted``; z-scores rather
+than min-max so that one extreme score, such as an incident matching itself, does not
+squash the rest of its row) or by reciprocal rank fusion (``rrf``, k = 60). The method and
+the dense weight are chosen on the labelled VALIDATION split (never test) and stored with
+the index; :class:`HybridScorer` makes the same fusion a Scorer, so ``itsm evaluate
+--model hybrid:<dense spec>`` evaluates it with evaluate_v2 (the weight again chosen on
+validation through :meth:`HybridScorer.calibrate`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from itsm_core.core.errors import ItsmError
+from itsm_core.core.io import (
+    atomic_write_json,
+    file_lock,
+    git_commit,
+    new_run_dir,
+    sha256_file,
+    timestamp,
+)
+from itsm_core.encoders.hybrid import Fusion, _self_mask, choose_fusion
+
+logger = logging.getLogger(__name__)
+
+INDEX_META_FILE = "itsm_index.json"
+INDEX_VERSION = 1
+DISPLAY_COLUMNS = ("short_description", "title", "category", "subcategory", "topic_group",
+                   "service", "assignment_group", "resolution_notes", "opened_at")
+MODES = ("hybrid", "dense", "bm25")
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def load_encoder(model: str):
+    """(encoder with sentence-transformers ``encode``, spec, fingerprint) of a model spec:
+    an export folder / .onnx file, a model folder, a registry key or a hub id."""
+    from itsm_core.encoders.onnx import _fingerprint, is_export, load_export
+    from itsm_core.encoders.registry import load_sentence_transformer
+
+    if is_export(model):
+        enc = load_export(model)
+        return enc, enc.spec, enc.fingerprint
+    st, spec = load_sentence_transformer(model)
+    return st, spec, _fingerprint(spec.path) or spec.hub_id or spec.key
+
+
+def _model_arg(model: str) -> str:
+    p = Path(model).expanduser()
+    return str(p.resolve()) if p.exists() else str(model)
+
+
+# ----------------------------------------------------------------------------- index
+
+
+def _load_texts(incidents: str | Path, columns: str | Path | None,
+                text_fields: Sequence[str] | None, max_chars_per_field: int | None,
+                encoding: str = "utf-8") -> tuple[pd.DataFrame, list[str], int | None]:
+    """Incidents (number, text, display columns) via the shared loader and text builder."""
+    from itsm_core.data.datasets import read_sidecar
+    from itsm_core.data.incidents import load_incidents
+    from itsm_core.data.text import TextBuilder
+
+    path = Path(incidents)
+    if not path.exists():
+        raise ItsmError("incidents file not found", where=str(path), fix="check the path")
+    side = read_sidecar(path)
+    if not text_fields:
+        text_fields = list(side.text_fields) if side is not None else [
+            "short_description", "description"]
+        max_chars_per_field = max_chars_per_field or (side.max_chars_per_field if side
+                                                      else None)
+    df = load_incidents(path, columns, text_fields=text_fields, encoding=encoding)
+    builder = TextBuilder(fields=tuple(text_fields), max_chars_per_field=max_chars_per_field)
+    show = [c for c in DISPLAY_COLUMNS if c in df.columns
+            and (df[c].astype("string").fillna("").str.strip() != "").any()]
+    out = df[["number", *show]].copy()
+    out.insert(1, "text", builder.build_series(df).to_numpy())
+    for c in show:
+        out[c] = out[c].astype("string")
+    if "split" in df.columns:
+        out["split"] = df["split"].astype("string")
+    return out.reset_index(drop=True), list(text_fields), max_chars_per_field
+
+
+def _truncate(emb: np.ndarray, dim: int | None) -> np.ndarray:
+    from itsm_core.encoders.scorers import DenseScorer
+
+    return np.ascontiguousarray(DenseScorer.truncate(emb, dim), dtype=np.float32)
+
+
+class SearchIndex:
+    """A loaded index: embeddings, incidents, lazily built BM25, the model that built it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        f = self.path / INDEX_META_FILE
+        if not f.exists():
+            raise ItsmError("not a search index (no itsm_index.json)", where=str(self.path),
+                            fix="build one with `itsm index build --model ... --incidents ...`")
+        try:
+            self.meta = json.loads(f.read_text(encoding="utf-8"))
+            files = self.meta["files"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise ItsmError(f"malformed index manifest ({exc})", where=str(f),
+                            fix="rebuild the index") from exc
+        self.embeddings = np.load(self.path / files["embeddings"], mmap_mode=None)
+        self.incidents = pd.read_parquet(self.path / files["incidents"])
+        self.dim = int(self.meta["dim"])
+        self.fusion = Fusion(**self.meta["fusion"])
+        self._encoder = None
+        self._bm25 = None
+        self._by_dim: dict[int, np.ndarray] = {self.dim: self.embeddings}
+
+    def __len__(self) -> int:
+        return len(self.incidents)
+
+    # -- model -------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.meta["model"]["name"]
+
+    def check_model(self, model: str | None) -> None:
+        """Refuse a model other than the index's (compared by weight fingerprint)."""
+        if model is None:
+            return
+        _, spec, fp = load_encoder(model)
+        mine = self.meta["model"]
+        if fp != mine["fingerprint"] or int(spec.dim) < self.dim:
+            raise ItsmError(
+                f"the index was built with model {mine['name']!r} ({mine['spec']}), not "
+                f"with {model!r}: query embeddings of another model are not comparable",
+                where=str(self.path),
+                fix="query without --model (the index's own model is used), or build a "
+                "new index with this model: itsm index build --model ...")
+
+    def encoder(self):
+        if self._encoder is None:
+            spec = self.meta["model"]["spec"]
+            if not (Path(spec).exists() or not Path(spec).is_absolute()):
+                raise ItsmError("the model this index was built with is gone",
+                                where=spec, fix="rebuild the index with an existing model")
+            enc, _, fp = load_encoder(spec)
+            if fp != self.meta["model"]["fingerprint"]:
+                raise ItsmError("the model folder changed since the index was built (its "
+                                "weights differ)", where=spec,
+                                fix="rebuild the index: itsm index build --model ...")
+            self._encoder = enc
+        return self._encoder
+
+    def embed_queries(self, queries: Sequence[str], dim: int | None = None) -> np.ndarray:
+        prefix = self.meta["model"].get("query_prefix", "")
+        emb = self.encoder().encode([prefix + q for q in queries], batch_size=32,
+                                    convert_to_numpy=True, normalize_embeddings=True,
+                                    show_progress_bar=False)
+        return _truncate(np.asarray(emb, np.float32), self._dim(dim))
+
+    def _dim(self, dim: int | None) -> int:
+        if dim is None:
+            return self.dim
+        if dim <= 0 or dim > self.dim:
+            raise ItsmError(f"dim {dim} is not available in this index (built at "
+                            f"{self.dim})", where="--dim",
+                            fix=f"choose a dim <= {self.dim} (e.g. 64, 128, 256) or omit it")
+        return int(dim)
+
+    def matrix(self, dim: int | None = None) -> np.ndarray:
+        """Index embeddings truncated to ``dim`` and re-normalised (cached per dim)."""
+        d = self._dim(dim)
+        if d not in self._by_dim:
+            self._by_dim[d] = _truncate(self.embeddings, d)
+        return self._by_dim[d]
+
+    # -- lexical -----------------------------------------------------------------------
+    def bm25(self):
+        if self._bm25 is None:
+            import bm25s
+            from bm25s.tokenization import Tokenizer
+
+            tok = Tokenizer(stopwords="en")
+            ids = tok.tokenize(self.incidents["text"].tolist(), return_as="ids",
+                               update_vocab=True, show_progress=False)
+            retriever = bm25s.BM25(k1=1.5, b=0.75)
+            retriever.index(ids, show_progress=False)
+            self._bm25 = (tok, retriever)
+        return self._bm25
+
+    def bm25_scores(self, queries: Sequence[str]) -> np.ndarray:
+        tok, retriever = self.bm25()
+        q_ids = tok.tokenize(list(queries), return_as="ids", update_vocab=False,
+                             show_progress=False)
+        out = np.zeros((len(queries), len(self)), dtype=np.float32)
+        for i, q in enumerate(q_ids):
+            if q:
+                out[i] = retriever.get_scores(q)
+        return out
+
+    # -- search ------------------------------------------------------------------------
+    def scores(self, queries: Sequence[str], mode: str = "hybrid",
+               dim: int | None = None) -> np.ndarray:
+        if mode not in MODES:
+            raise ItsmError(f"unknown search mode {mode!r}", where="--mode",
+                            fix=f"use one of {list(MODES)}")
+        if mode == "bm25":
+            return self.bm25_scores(queries)
+        dense = self.embed_queries(queries, dim) @ self.matrix(dim).T
+        if mode == "dense":
+            return dense
+        return self.fusion.fuse(dense, self.bm25_scores(queries))
+
+    def search(self, queries: str | Sequence[str], k: int = 10, *, mode: str = "hybrid",
+               dim: int | None = None, model: str | None = None) -> list[pd.DataFrame]:
+        """Top-``k`` incidents per query: rank, score, number, text, display columns."""
+        if k <= 0:
+            raise ItsmError("k must be positive", where="-k", fix="e.g. -k 5")
+        self.check_model(model)
+        single = isinstance(queries, str)
+        qs = [queries] if single else list(queries)
+        if not qs or any(not str(q).strip() for q in qs):
+            raise ItsmError("empty query", where="search", fix="pass the incident text")
+        s = self.scores(qs, mode=mode, dim=dim)
+        return [self._top(row, k) for row in s]
+
+    def _top(self, row: np.ndarray, k: int) -> pd.DataFrame:
+        k = min(k, len(row))
+        idx = np.argpartition(-row, k - 1)[:k]
+        idx = idx[np.argsort(-row[idx], kind="stable")]
+        out = self.incidents.iloc[idx].copy()
+        out.insert(0, "score", row[idx].astype(float))
+        out.insert(0, "rank", np.arange(1, k + 1))
+        return out.reset_index(drop=True)
+
+    # -- incremental add -----------------------------------------------------------------
+    def add(self, incidents: str | Path, *, columns: str | Path | None = None,
+            skip_existing: bool = False, encoding: str = "utf-8",
+            batch_size: int = 32) -> int:
+        """Encode and append new incidents (same model, text builder and dim); returns the
+        number added. Numbers already in the index are refused (or skipped)."""
+        with file_lock(self.path / INDEX_META_FILE):
+            fresh = SearchIndex(self.path)  # another writer may have added meanwhile
+            txt = fresh.meta["text"]
+            new, _, _ = _load_texts(incidents, columns or txt.get("columns"), txt["fields"],
+                                    txt.get("max_chars_per_field"), encoding)
+            dup = new["number"].isin(set(fresh.incidents["number"]))
+            if dup.any() and not skip_existing:
+                raise ItsmError(
+                    f"{int(dup.sum())} incident number(s) are already in the index, e.g. "
+                    f"{new.loc[dup, 'number'].head(5).tolist()}", where=str(incidents),
+                    fix="pass --skip-existing to add only the new ones (an edited incident "
+                    "needs a rebuild)")
+            new = new[~dup].reset_index(drop=True)
+            if new.empty:
+                return 0
+            t0 = time.perf_counter()
+            emb = _encode_documents(fresh.encoder(), fresh.meta["model"], new["text"],
+                                    fresh.dim, batch_size)
+            secs = time.perf_counter() - t0
+            both = pd.concat([fresh.incidents, new[[c for c in new.columns
+                                                    if c in fresh.incidents.columns]]],
+                             ignore_index=True)
+            fresh._commit(np.vstack([fresh.embeddings, emb]), both, {
+                "op": "add", "source": str(Path(incidents).resolve()),
+                "sha256": sha256_file(incidents), "n": len(new), "at": timestamp(),
+                "encode_seconds": round(secs, 2)})
+        self.__init__(self.path)
+        return len(new)
+
+    def _commit(self, emb: np.ndarray, incidents: pd.DataFrame, event: dict) -> None:
+        gen = int(self.meta.get("generation", 0)) + 1
+        old = dict(self.meta.get("files", {}))
+        files = _write_generation(self.path, gen, emb, incidents)
+        meta = {**self.meta, "generation": gen, "files": files, "n": len(incidents),
+                "history": [*self.meta.get("history", []), event]}
+        atomic_write_json(self.path / INDEX_META_FILE, meta)
+        for name in old.values():
+            if name not in files.values():
+                (self.path / name).unlink(missing_ok=True)
+        self.meta = meta
+
+
+def _write_generation(path: Path, gen: int, emb: np.ndarray, incidents: pd.DataFrame
+                      ) -> dict[str, str]:
+    from itsm_core.core.io import atomic_write_df
+
+    files = {"embeddings": f"embeddings-{gen:04d}.npy",
+             "incidents": f"incidents-{gen:04d}.parquet"}
+    tmp = path / f".{files['embeddings']}.tmp"
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(emb, dtype=np.float32))
+    tmp.replace(path / files["embeddings"])
+    atomic_write_df(path / files["incidents"], incidents)
+    return files
+
+
+def _encode_documents(encoder, model_meta: dict, texts: pd.Series, dim: int,
+                      batch_size: int) -> np.ndarray:  # noqa: ANN001
+    prefix = model_meta.get("document_prefix", "")
+    emb = encoder.encode([prefix + t for t in texts.tolist()], batch_size=batch_size,
+                         convert_to_numpy=True, normalize_embeddings=True,
+                         show_progress_bar=len(texts) > 2000)
+    return _truncate(np.asarray(emb, np.float32), dim)
+
+
+def build_index(model: str, incidents: str | Path, out: str | Path, *,
+                columns: str | Path | None = None, text_fields: Sequence[str] | None = None,
+                max_chars_per_field: int | None = None, dim: int | None = None,
+                fusion: str = "auto", fusion_weight: float | None = None,
+                encoding: str = "utf-8", batch_size: int = 32) -> SearchIndex:
+    """Encode every incident with ``model`` into a new index folder ``out``.
+
+    ``fusion``: ``auto`` chooses method and weight on the labelled VALIDATION split of the
+    file (:func:`choose_fusion`; with no labelled validation split the default equal-weight
+    z-score fusion is kept and recorded as such); ``weighted`` / ``rrf`` with
+    ``fusion_weight`` fix them.
+    """
+    out = new_run_dir(out)
+    t_all = time.perf_counter()
+    df, fields, max_chars = _load_texts(incidents, columns, text_fields, max_chars_per_field,
+                                        encoding)
+    if df.empty:
+        raise ItsmError("no incidents with text to index", where=str(incidents),
+                        fix="check --text-fields / --columns")
+    encoder, spec, fp = load_encoder(model)
+    full = int(spec.dim or encoder.get_sentence_embedding_dimension())
+    dim = int(dim or full)
+    if dim > full or dim <= 0:
+        raise ItsmError(f"dim {dim} is not available for {spec.key} ({full}-d)",
+                        where="--dim", fix=f"choose a dim <= {full}")
+    model_meta = {"spec": _model_arg(model), "name": spec.key, "fingerprint": fp,
+                  "full_dim": full, "query_prefix": spec.query_prefix,
+                  "document_prefix": spec.document_prefix,
+                  "max_seq_length": getattr(encoder, "max_seq_length", None)}
+    t0 = time.perf_counter()
+    emb = _encode_documents(encoder, model_meta, df["text"], dim, batch_size)
+    encode_s = time.perf_counter() - t0
+    meta: dict[str, Any] = {
+        "version": INDEX_VERSION, "created": timestamp(), "git_commit": git_commit(),
+        "model": model_meta, "dim": dim,
+        "text": {"fields": fields, "max_chars_per_field": max_chars,
+                 "columns": str(columns) if columns else None},
+        "source": {"incidents": str(Path(incidents).resolve()),
+                   "sha256": sha256_file(incidents)},
+        "generation": 0, "files": {}, "n": len(df),
+        "fusion": asdict(Fusion(chosen_on="default (not yet chosen)")),
+        "history": [],
+    }
+    idx = _bootstrap(out, meta, emb, df)
+    idx._encoder = encoder
+    if fusion == "auto" and fusion_weight is None:
+        chosen = _fusion_on_validation(idx, incidents, columns, dim)
+    else:
+        method = "weighted" if fusion == "auto" else fusion
+        chosen = Fusion(method, 0.5 if fusion_weight is None else float(fusion_weight),
+                        chosen_on="given")
+    idx.fusion = chosen
+    build_s = time.perf_counter() - t_all
+    idx.meta.update({"fusion": asdict(chosen), "history": [{
+        "op": "build", "source": meta["source"]["incidents"], "n": len(df), "at": timestamp(),
+        "encode_seconds": round(encode_s, 2), "build_seconds": round(build_s, 2),
+        "sentences_per_s": round(len(df) / encode_s, 1) if encode_s else None}]})
+    atomic_write_json(out / INDEX_META_FILE, idx.meta)
+    return idx
+
+
+def _bootstrap(out: Path, meta: dict, emb: np.ndarray, df: pd.DataFrame) -> SearchIndex:
+    files = _write_generation(out, 1, emb, df)
+    atomic_write_json(out / INDEX_META_FILE, {**meta, "generation": 1, "files": files})
+    return SearchIndex(out)
+
+
+def _fusion_on_validation(idx: SearchIndex, incidents: str | Path,
+                          columns: str | Path | None, dim: int) -> Fusion:
+    """Choose the fusion on the labelled validation incidents of the indexed file, using
+    the index's own embeddings (nothing is re-encoded); never the test split."""
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark
+
+    txt = idx.meta["text"]
+    try:
+        val = build_benchmark(incidents, columns=columns, text_fields=txt["fields"],
+                              config=BenchmarkConfig(
+                                  query_split="validation",
+                                  max_chars_per_field=txt["max_chars_per_field"]))
+    except ItsmError as exc:
+        logger.warning("fusion weight not chosen on validation: %s", exc.problem)
+        return Fusion(chosen_on=f"default: no validation benchmark ({exc.problem})")
+    if val.split_scheme != "split" or val.config.query_split != "validation":
+        return Fusion(chosen_on="default: the file has no labelled validation split")
+    pos = {n: i for i, n in enumerate(idx.incidents["number"])}
+    if not all(n in pos for n in [*val.query_ids, *val.corpus_ids]):
+        return Fusion(chosen_on="default: validation incidents missing from the index")
+    q = idx.embeddings[[pos[n] for n in val.query_ids]]
+    c = idx.embeddings[[pos[n] for n in val.corpus_ids]]
+    from itsm_core.encoders.scorers import BM25Scorer
+
+    lex = BM25Scorer().score_matrix(val.texts.loc[val.query_ids].tolist(),
+                                    val.texts.loc[val.corpus_ids].tolist())
+    return choose_fusion(q @ c.T, lex, val.grades, _self_mask(val.query_ids, val.corpus_ids),
+                         chosen_on=f"validation split ({len(val.query_ids)} queries)")
+
+
+def latest_index(models_dir: str | Path | None = None) -> Path:
+    """The newest index under ``models/indexes/`` (folder names start with a timestamp)."""
+    from itsm_core.core.config import MODELS_DIR
+    from itsm_core.runs.store import latest_folder
+
+    root = Path(models_dir or MODELS_DIR) / "indexes"
+    found = latest_folder(root, INDEX_META_FILE)
+    if found is None:
+        raise ItsmError("no search index yet", where=str(root),
+                        fix="run `make index` or `itsm index build --model ... "
+                        "--incidents ...`, or pass --index")
+    return found
+
+
+def summaries(hits: pd.DataFrame, width: int = 120) -> pd.Series:
+    """Per hit: its short description, else its title, else the start of its text."""
+    out = pd.Series([""] * len(hits), index=hits.index, dtype=object)
+    for col in ("text", "title", "short_description"):  # last wins: most specific first
+        if col in hits.columns:
+            vals = hits[col].astype("string").fillna("").str.strip()
+            out = out.where(vals == "", vals)
+    return out.map(lambda s: s if len(s) <= width else s[: width - 1] + "…")
+
+
+def results_records(results: list[pd.DataFrame], queries: Sequence[str]) -> list[dict]:
+    """JSON-ready results: one object per query with its hits."""
+    out = []
+    for q, df in zip(queries, results):
+        hits = json.loads(df.to_json(orient="records", force_ascii=False))
+        out.append({"query": q, "hits": hits})
+    return out
+
+
+def build_index_into_models(model: str, incidents: str | Path | None = None,
+                            dataset: str = "it_tickets", out: str | Path | None = None,
+                            **options: Any) -> SearchIndex:
+    """``itsm index build``: a NEW index of an incidents file (default: the bundled
+    ``dataset``) under ``models/indexes/<timestamp>_<name>[_<dim>d]``.
+
+    Args:
+        model: the model spec that embeds (an export folder, a model folder, a key).
+        incidents: the incidents file; dataset: the bundled data set when none is given.
+        out: the new index folder (default under ``models/indexes/``).
+        **options: :func:`build_index` options (``columns``, ``text_fields``, ``dim``,
+            ``fusion``, ``fusion_weight``, ``encoding``).
+    """
+    from itsm_core.core.config import MODELS_DIR
+    from itsm_core.core.io import unique_run_dir
+    from itsm_core.data.datasets import processed_path
+
+    path = Path(incidents) if incidents else processed_path(dataset)
+    dim = options.get("dim")
+    name = (path.stem if incidents else dataset) + (f"_{dim}d" if dim else "")
+    target = out or unique_run_dir(MODELS_DIR / "indexes", name)
+    return build_index(model, path, target, **options)
+
+
+def open_index(index: str | Path | None = None) -> SearchIndex:
+    """The index at ``index``, or the newest under ``models/indexes/``."""
+    return SearchIndex(index or latest_index())
+
+
+def search_payload(idx: SearchIndex, queries: Sequence[str], results: list[pd.DataFrame],
+                   mode: str, dim: int | None) -> dict[str, Any]:
+    """``itsm search --json``: index, model, mode, dim and the hits of every query."""
+    return {"index": str(idx.path), "model": idx.model_name, "mode": mode,
+            "dim": dim or idx.dim, "results": results_records(results, queries)}

@@ -1,0 +1,157 @@
+"""Measured serving latency: exact search at several Matryoshka dims, and encoding
+throughput of an export against torch (printed figures; JSON under
+``models/results/bench/``). Benchmarks print figures; no test asserts a timing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from itsm_core.core.config import RESULTS_DIR, SEED
+from itsm_core.core.io import atomic_write_json, timestamp
+
+
+def _percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    ms = np.asarray(seconds) * 1000.0
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p95_ms": round(float(np.percentile(ms, 95)), 3),
+            "mean_ms": round(float(ms.mean()), 3)}
+
+
+def _blas_threads() -> int | None:
+    try:
+        from threadpoolctl import threadpool_info
+
+        return max((i.get("num_threads") or 0 for i in threadpool_info()), default=None)
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return None
+
+
+def _topk(scores, k: int):  # noqa: ANN001 - numpy array
+    import numpy as np
+
+    idx = np.argpartition(-scores, k - 1)[:k]
+    return idx[np.argsort(-scores[idx])]
+
+
+def search_latency(n: int = 50_000, dims: tuple[int, ...] = (384, 256, 128, 64),
+                   k: int = 10, n_queries: int = 200, index: str | Path | None = None,
+                   seed: int = SEED, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Top-``k`` exact search latency (p50 / p95, one query at a time) per dim.
+
+    ``synthetic``: ``n`` random unit vectors (Gaussian, normalised, seeded) per dim, the
+    same code path as :class:`itsm_core.serving.index.SearchIndex` (truncate, matrix-vector,
+    argpartition). With ``index``, also the real index: dense per dim, BM25 and hybrid
+    (query encoding excluded; measured separately as ``encode_query``), plus its build
+    time from its manifest. Memory = the float32 matrix held per dim.
+    """
+    import resource
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+    base = rng.standard_normal((n, max(dims)), dtype=np.float32)
+    queries = rng.standard_normal((n_queries, max(dims)), dtype=np.float32)
+    for d in dims:
+        m = np.ascontiguousarray(base[:, :d])
+        m /= np.linalg.norm(m, axis=1, keepdims=True)
+        q = queries[:, :d] / np.linalg.norm(queries[:, :d], axis=1, keepdims=True)
+        times = []
+        for v in q:
+            t0 = time.perf_counter()
+            _topk(m @ v, k)
+            times.append(time.perf_counter() - t0)
+        rows.append({"corpus": f"synthetic unit vectors (n={n})", "what": "dense", "dim": d,
+                     "n": n, "index_mb": round(m.nbytes / 2**20, 1), **_percentiles_ms(times)})
+    result: dict[str, Any] = {"k": k, "n_queries": n_queries, "blas_threads": _blas_threads(),
+                              "torch_threads": torch.get_num_threads(), "rows": rows}
+    if index is not None:
+        result.update(_index_latency(index, dims, k, min(n_queries, 100), rows))
+    result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out = Path(out_dir or RESULTS_DIR / "bench")
+    atomic_write_json(out / f"search_latency_{timestamp()}.json", result)
+    return result
+
+
+def _index_latency(index: str | Path, dims: tuple[int, ...], k: int, n_queries: int,
+                   rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from itsm_core.serving.index import SearchIndex
+
+    idx = SearchIndex(index)
+    texts = idx.incidents["text"].sample(min(n_queries, len(idx)), random_state=SEED).tolist()
+    t0 = time.perf_counter()
+    idx.bm25()
+    bm25_build = time.perf_counter() - t0
+    enc_times = []
+    q_full = []
+    for t in texts:  # one query at a time, as a user would
+        t0 = time.perf_counter()
+        q_full.append(idx.embed_queries([t])[0])
+        enc_times.append(time.perf_counter() - t0)
+    import numpy as np
+
+    q_full = np.stack(q_full)
+    name = f"{Path(index).name} (n={len(idx)})"
+    for d in [d for d in dims if d <= idx.dim]:
+        m = idx.matrix(d)
+        q = q_full[:, :d] / np.linalg.norm(q_full[:, :d], axis=1, keepdims=True)
+        times = []
+        for v in q:
+            t0 = time.perf_counter()
+            _topk(m @ v, k)
+            times.append(time.perf_counter() - t0)
+        rows.append({"corpus": name, "what": "dense", "dim": d, "n": len(idx),
+                     "index_mb": round(m.nbytes / 2**20, 1), **_percentiles_ms(times)})
+    for what in ("bm25", "hybrid"):
+        times = []
+        for t, v in zip(texts, q_full):
+            t0 = time.perf_counter()
+            lex = idx.bm25_scores([t])
+            s = lex[0] if what == "bm25" else idx.fusion.fuse(idx.matrix() @ v, lex)[0]
+            _topk(s, k)
+            times.append(time.perf_counter() - t0)
+        rows.append({"corpus": name, "what": what, "dim": idx.dim, "n": len(idx),
+                     "index_mb": None, **_percentiles_ms(times)})
+    build = next((h for h in idx.meta.get("history", []) if h.get("op") == "build"), {})
+    return {"index": str(index), "model": idx.model_name,
+            "encode_query": _percentiles_ms(enc_times),
+            "bm25_build_seconds": round(bm25_build, 2),
+            "index_build_seconds": build.get("build_seconds"),
+            "index_encode_sentences_per_s": build.get("sentences_per_s"),
+            "fusion": idx.fusion.describe()}
+
+
+def encode_throughput(export_dir: str | Path, dataset: str = "it_tickets", n: int = 512,
+                      batch_size: int = 32, out_dir: str | Path | None = None
+                      ) -> dict[str, Any]:
+    """Sentences/s of torch fp32, ONNX fp32 and ONNX INT8 on the same validation texts
+    (same threads, same token limit), with size and cosine agreement to torch."""
+    from itsm_core.serving.export import compare_backends, sample_texts
+
+    texts = sample_texts(dataset, "validation", n)
+    rows = compare_backends(export_dir, texts, batch_size=batch_size)
+    result = {"export": str(export_dir), "dataset": dataset, "rows": rows}
+    out = Path(out_dir or RESULTS_DIR / "bench")
+    atomic_write_json(out / f"encode_throughput_{timestamp()}.json", result)
+    return result
+
+
+def bench_search(n: int = 50_000, index: str | Path | None = None) -> dict[str, Any]:
+    """``itsm bench search``: :func:`search_latency` on ``n`` synthetic vectors and on
+    ``index`` (default: the newest index under ``models/indexes/``, when there is one)."""
+    from itsm_core.core.errors import ItsmError
+    from itsm_core.serving.index import latest_index
+
+    if index is None:
+        try:
+            index = latest_index()
+        except ItsmError:
+            index = None
+    return search_latency(n=n, index=index)

@@ -1,0 +1,598 @@
+"""Supervised fine-tuning: LoRA (peft) or full, MatryoshkaLoss over MNRL, curriculum.
+
+The recipe (all parts switchable, so the ablation can measure each):
+
+- data: training pairs from :func:`itsm_core.pairs.training.generate_training_pairs` (training
+  split only; ``validate_pairs`` must pass — leakage is an error);
+- loss: ``MatryoshkaLoss(LabelAwareMNRL)`` with the model's Matryoshka dims; in-batch
+  "negatives" that share the anchor's fine label are masked out (they are not negatives);
+- curriculum: rows ordered easy → medium → hard and fed by a phase-ordered batch sampler
+  under ONE optimizer and ONE cosine schedule (warm-up 15 %, weight decay 0.01);
+- adapters: LoRA via ``model.add_adapter`` with the registry's target modules, or full
+  fine-tuning;
+- selection: NDCG@10 on the *validation* split (evaluate_v2 retrieval, same code as the
+  benchmark), best checkpoint restored, early stopping; the test split is only touched
+  by the final evaluate_v2 run.
+
+Every run writes a new directory under ``models/`` with the adapter, merged weights,
+``itsm_model.json`` (base spec) and ``train_meta.json`` (real hyper-parameters, data
+hashes, commit, loss/validation history), then evaluates on test and appends the
+leaderboard.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sentence_transformers.base.sampler import DefaultBatchSampler
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+from itsm_core.core.config import LEADERBOARD_CSV, MODELS_DIR, SEED
+from itsm_core.core.errors import ItsmError
+from itsm_core.core.io import (
+    atomic_write_json,
+    git_commit,
+    read_run_json,
+    sha256_file,
+    unique_run_dir,
+)
+from itsm_core.metrics import stats as M
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LR = {"full": 2e-5, "lora": 1e-3}
+"""Full fine-tuning keeps the seed's 2e-5. The LoRA default was chosen on VALIDATION
+NDCG@10 with ``itsm sweep`` (MiniLM, it_tickets; README "Choices made on validation"):
+at 1,280 pairs 2e-4 / 5e-4 / 1e-3 / 2e-3 gave 0.627 / 0.666 / 0.688 / 0.683, and at the
+default budget (3,840 pairs) 5e-4 / 1e-3 gave 0.685 / 0.692."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (stored verbatim in ``train_meta.json``)."""
+
+    model: str = "minilm"
+    dataset: str = "it_tickets"
+    pairs: str | None = None
+    mode: str = "lora"
+    learning_rate: float | None = None
+    lora_r: int = 16
+    lora_alpha: int = 32
+    # measured on 2 CPU cores (MiniLM, batch 32x3 texts): LoRA dropout 0.1 costs 8.7 s a
+    # step against 4.7 s without (full fine-tuning: 5.3 s), so the default is 0.0
+    lora_dropout: float = 0.0
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 32
+    warmup_ratio: float = 0.15
+    weight_decay: float = 0.01
+    scheduler: str = "cosine"
+    curriculum: bool = True
+    # chosen on validation (README, "Choices made on validation"): at 1,280 pairs TF-IDF-band
+    # hard negatives gave 0.611 validation NDCG@10 against 0.656 without them
+    use_negatives: bool = False
+    label_aware: bool = True
+    matryoshka: bool = True
+    max_seq_length: int = 128
+    eval_steps: int = 50
+    early_stopping_patience: int = 4
+    mnrl_scale: float = 20.0
+    max_validation_corpus: int = 1000
+    max_pairs: int | None = None
+    seed: int = SEED
+    merge: bool = True
+    name: str | None = None
+    output_dir: str | None = None
+    resume_from_checkpoint: str | None = None
+    evaluate_test: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def lr(self) -> float:
+        if self.mode not in DEFAULT_LR:
+            raise ItsmError(f"unknown training mode {self.mode!r}", where="--mode",
+                            fix="use 'lora' or 'full'")
+        return self.learning_rate or DEFAULT_LR[self.mode]
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+class LabelAwareMNRL(MultipleNegativesRankingLoss):
+    """MNRL whose in-batch negatives never share the anchor's label.
+
+    ``labels`` per row is ``[anchor_class, negative_class]`` (``-1`` = unknown). A batch
+    often holds several incidents of one class (and augmented copies of one pair); plain
+    MNRL would push them apart as negatives. Here the logits of (anchor i, positive or
+    negative j≠i) are masked to -inf whenever j's class equals i's class.
+    """
+
+    def compute_loss_from_embeddings(self, embeddings, labels):
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 2:
+            return super().compute_loss_from_embeddings(embeddings, labels)
+        anchor_cls = labels[:, 0]
+        n = anchor_cls.size(0)
+        blocks = [anchor_cls[:, None] == anchor_cls[None, :]]
+        if len(embeddings) > 2:
+            blocks.append(anchor_cls[:, None] == labels[None, :, 1])
+        mask = torch.cat(blocks, dim=1) & (anchor_cls[:, None] >= 0)
+        mask[torch.arange(n), torch.arange(n)] = False  # never mask the true positive
+        base = self.similarity_fct
+
+        def masked(a, b):
+            s = base(a, b)
+            return s.masked_fill(mask, float("-inf")) if s.shape == mask.shape else s
+
+        self.similarity_fct = masked
+        try:
+            return super().compute_loss_from_embeddings(embeddings, labels)
+        finally:
+            self.similarity_fct = base
+
+
+class PhaseOrderedBatchSampler(DefaultBatchSampler):
+    """Batches shuffled within each curriculum phase; phases in easy → medium → hard order.
+
+    Rows of one batch never mix phases, and every epoch replays the curriculum under the
+    trainer's single optimizer and schedule. Pass it to the trainer as
+    ``functools.partial(PhaseOrderedBatchSampler, phases=...)`` (picklable).
+    """
+
+    ORDER = {"easy": 0, "medium": 1, "hard": 2}
+
+    def __init__(self, dataset, batch_size, drop_last, valid_label_columns=None,
+                 generator=None, seed=0, phases: tuple[str, ...] = ()):
+        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
+                         valid_label_columns=valid_label_columns, generator=generator,
+                         seed=seed)
+        if len(dataset) != len(phases):
+            raise ValueError("dataset and phase list differ in length")
+        self.phase_idx = np.array([self.ORDER.get(p, 1) for p in phases])
+
+    def _batches(self):
+        rng = np.random.default_rng(self.seed + getattr(self, "epoch", 0))
+        for p in range(3):
+            idx = rng.permutation(np.where(self.phase_idx == p)[0])
+            for s in range(0, len(idx), self.batch_size):
+                b = idx[s:s + self.batch_size]
+                if len(b) == self.batch_size or not self.drop_last:
+                    yield b.tolist()
+
+    def __iter__(self):
+        yield from self._batches()
+
+    def __len__(self):
+        return sum(1 for _ in self._batches())
+
+
+def subsample_corpus(bench, max_corpus: int, seed: int = SEED):
+    """The benchmark with its corpus cut to ``max_corpus`` documents for fast selection.
+
+    Every document relevant to some query is kept; the rest is a seeded sample. Used only
+    for checkpoint selection on validation (the reported test numbers use the full
+    corpus).
+    """
+    if len(bench.corpus_ids) <= max_corpus:
+        return bench
+    relevant = np.where(bench.grades.max(axis=0) > 0)[0]
+    others = np.setdiff1d(np.arange(len(bench.corpus_ids)), relevant)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([relevant, rng.choice(
+        others, size=max(0, max_corpus - len(relevant)), replace=False)]))
+    return replace(bench, corpus_ids=[bench.corpus_ids[i] for i in keep],
+                   grades=bench.grades[:, keep])
+
+
+def validation_evaluator(bench, spec, name: str = "validation"):
+    """A sentence-transformers evaluator running evaluate_v2 retrieval on validation.
+
+    Uses the same scoring and metric code as the benchmark, so model selection and the
+    final report measure the same thing — on different splits.
+    """
+    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+
+    from itsm_core.encoders.scorers import DenseScorer
+    from itsm_core.evaluation.benchmark import _masked_scores
+
+    class RetrievalValidationEvaluator(SentenceEvaluator):
+        def __init__(self):
+            super().__init__()
+            self.name = name
+            self.primary_metric = "ndcg@10"
+
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1):
+            scorer = DenseScorer(spec, model=model, show_progress=False)
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                pq = M.retrieval_metrics_per_query(_masked_scores(scorer, bench, None),
+                                                   bench.grades)
+            if was_training:
+                model.train()
+            metrics = {m: float(pq[m].mean()) for m in ("ndcg@10", "mrr@10", "map@100",
+                                                         "hit@10")}
+            return self.prefix_name_to_metrics(metrics, self.name)
+
+    return RetrievalValidationEvaluator()
+
+
+def add_lora(model, spec, cfg: TrainConfig) -> None:
+    """Wrap the registry's target modules with LoRA adapters (peft via add_adapter)."""
+    from peft import LoraConfig, TaskType
+
+    model.add_adapter(LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=list(spec.lora_target_modules), exclude_modules=r".*pooler.*",
+        task_type=TaskType.FEATURE_EXTRACTION,
+    ))
+
+
+def merge_adapter(base: str, adapter_dir: str | Path, max_seq_length: int | None = None):
+    """Base model + saved LoRA adapter merged into plain weights (peft merge_and_unload).
+
+    The merged model needs neither peft nor the adapter to load, and exports to ONNX like
+    any other model.
+    """
+    from peft import PeftModel
+
+    from itsm_core.encoders.registry import load_sentence_transformer
+
+    model, _ = load_sentence_transformer(base)
+    module = model[0]
+    module.auto_model = PeftModel.from_pretrained(module.auto_model,
+                                                  str(adapter_dir)).merge_and_unload()
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def lora_wrapped_modules(model) -> list[str]:
+    """Names of modules that carry LoRA weights (for checks and metadata)."""
+    return sorted({n.rsplit(".lora_", 1)[0] for n, _ in model.named_parameters()
+                   if ".lora_" in n})
+
+
+def validation_selected_args(run_dir: Path, cfg: Any, eval_steps: int,
+                             scheduler: str = "linear"):
+    """Trainer arguments of the auxiliary trainers (SimCSE / TSDAE, distillation).
+
+    Checkpoints every ``eval_steps``, best one by validation NDCG@10 restored at the end;
+    ``cfg`` supplies epochs, max_steps, batch_size, learning_rate, warmup_ratio,
+    weight_decay and seed. Plain random batches, last partial batch dropped.
+    """
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(run_dir / "checkpoints"), num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, lr_scheduler_type=scheduler, seed=cfg.seed,
+        data_seed=cfg.seed, batch_sampler=BatchSamplers.BATCH_SAMPLER,
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
+        save_steps=eval_steps, save_total_limit=2, load_best_model_at_end=True,
+        metric_for_best_model="eval_validation_ndcg@10", greater_is_better=True,
+        logging_steps=max(1, eval_steps // 4), report_to="none",
+        use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True, disable_tqdm=False,
+    )
+
+
+def build_train_dataset(pairs: pd.DataFrame, cfg: TrainConfig):
+    """``datasets.Dataset`` with anchor, positive[, negative], label — in curriculum order."""
+    from datasets import Dataset
+
+    from itsm_core.pairs.training import order_by_curriculum
+
+    p = pairs.copy()
+    use_neg = cfg.use_negatives and "negative" in p and p["negative"].notna().any()
+    if use_neg:
+        p = p[p["negative"].notna()]
+    elif "negative" in p and "lexical_pos" in p:
+        # without negatives, a pair's difficulty is its positive's word overlap alone
+        from itsm_core.pairs.training import assign_phases
+
+        p["phase"] = assign_phases(p["lexical_pos"].to_numpy(float),
+                                   np.full(len(p), np.nan), _phase_shares(pairs))
+    if cfg.max_pairs and len(p) > cfg.max_pairs:  # budget: same share from every phase
+        p = p.groupby("phase", group_keys=False).sample(
+            frac=cfg.max_pairs / len(p), random_state=cfg.seed)
+    p = order_by_curriculum(p, cfg.seed) if cfg.curriculum else p.sample(
+        frac=1.0, random_state=cfg.seed)
+    cols = {"anchor": p["anchor"].tolist(), "positive": p["positive"].tolist()}
+    if use_neg:
+        cols["negative"] = p["negative"].tolist()
+    neg_label = p.get("negative_label", pd.Series(-1, index=p.index)).fillna(-1)
+    cols["label"] = [[int(a), int(b)] for a, b in zip(p["label"], neg_label)]
+    return Dataset.from_dict(cols), p["phase"].to_numpy()
+
+
+def _phase_shares(pairs: pd.DataFrame) -> tuple[float, float, float]:
+    """The curriculum shares the pairs were generated with (default thirds)."""
+    shares = (pairs.attrs.get("meta", {}).get("config", {}) or {}).get("phase_shares")
+    return tuple(shares) if shares and len(shares) == 3 else (1 / 3, 1 / 3, 1 / 3)
+
+
+def negative_labels(pairs: pd.DataFrame, incidents: pd.DataFrame, labels: list[str]
+                    ) -> pd.Series:
+    """Class id of each pair's negative (same ids as the anchors' ``label``), -1 if none."""
+    lab = incidents.set_index("number")[labels].astype("string")
+    key = lab.fillna("").agg("\x1f".join, axis=1).where(lab.notna().all(axis=1))
+    anchor_key = pairs["anchor_id"].map(key)
+    cls = dict(zip(anchor_key, pairs["label"]))
+    return pairs["negative_id"].map(key).map(cls).fillna(-1).astype(int)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # MiniLM on 2 CPU cores: 120 steps of 32 (anchor, positive) pairs, ~6.5 min of training
+    # (387 s in the learning-rate sweep) plus four validation passes
+    "default": {"epochs": 1.0, "batch_size": 32, "eval_steps": 30, "max_pairs": 3840},
+    # the longer run (GPU or patient CPU)
+    "full": {"epochs": 3.0, "batch_size": 64, "eval_steps": 100,
+             "early_stopping_patience": 6},
+    # a few steps, for smoke tests
+    "smoke": {"max_steps": 4, "batch_size": 8, "eval_steps": 2, "evaluate_test": False},
+}
+
+
+def config_for_profile(profile: str = "default", **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a named profile plus explicit overrides."""
+    if profile not in PROFILES:
+        raise ItsmError(f"unknown profile {profile!r}", where="--profile",
+                        fix=f"choose from {sorted(PROFILES)}")
+    return TrainConfig(**{**PROFILES[profile], **overrides})
+
+
+def make_pairs(dataset: str, cfg=None, incidents_path: str | Path | None = None):
+    """Generate and validate training pairs for a bundled data set (or incidents file).
+
+    Returns ``(pairs, quality_report)``; the caller decides what to do with errors.
+    """
+    from itsm_core.data.datasets import processed_path, read_sidecar
+    from itsm_core.data.incidents import load_incidents, load_links
+    from itsm_core.data.text import TextBuilder
+    from itsm_core.pairs.training import TrainPairConfig, generate_training_pairs, validate_pairs
+
+    inc_path = Path(incidents_path) if incidents_path else processed_path(dataset)
+    side = read_sidecar(inc_path)
+    labels = list(side.labels) if side and side.labels else []
+    cfg = cfg or TrainPairConfig()
+    if labels:
+        cfg.labels = labels
+    incidents = load_incidents(inc_path)
+    builder = TextBuilder(fields=tuple(side.text_fields) if side else
+                          ("short_description", "description"),
+                          max_chars_per_field=side.max_chars_per_field if side else None)
+    texts = pd.Series(builder.build_series(incidents).to_numpy(),
+                      index=incidents["number"].to_numpy())
+    links = load_links(inc_path.parent / side.links) if side and side.links else None
+    miner = None
+    if cfg.negatives in ("embedding", "both"):
+        from itsm_core.encoders.registry import load_sentence_transformer
+
+        miner, _ = load_sentence_transformer(cfg.mining_model)
+    pairs = generate_training_pairs(incidents, texts, cfg, links=links, mining_model=miner)
+    return pairs, validate_pairs(pairs, incidents, labels=labels or None)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Path
+    meta: dict[str, Any]
+    test_record: dict[str, Any] | None
+
+
+
+def write_training_pairs(dataset: str, cfg=None, out: str | Path | None = None):  # noqa: ANN001
+    """``itsm pairs``: generate, validate and write a NEW pair file of ``dataset``.
+
+    Args:
+        dataset: bundled data set name.
+        cfg: :class:`~itsm_core.pairs.training.TrainPairConfig` (default: the defaults).
+        out: the pair file (``.parquet``) to create; default
+            ``data_new/processed/pairs/<dataset>_<timestamp>.parquet``.
+
+    Returns:
+        ``(path, pairs, quality_report)``.
+
+    Raises:
+        ItsmError: the file exists already (nothing is overwritten), or validation failed
+            (nothing is written; the message lists the errors).
+    """
+    from itsm_core.core.config import PROCESSED_DIR
+    from itsm_core.core.io import timestamp
+    from itsm_core.pairs.training import write_pair_file
+
+    path = Path(out) if out else PROCESSED_DIR / "pairs" / f"{dataset}_{timestamp()}.parquet"
+    if path.exists():
+        raise ItsmError("pair file already exists; refusing to overwrite", where=str(path),
+                        fix="pass a new --out")
+    pairs, report = make_pairs(dataset, cfg)
+    if not report.ok:
+        counts = ", ".join(f"{k}={v}" for k, v in report.counts.items())
+        raise ItsmError("pair validation failed: " + "; ".join(report.errors),
+                        where=dataset, fix=f"nothing was written (counts: {counts})")
+    write_pair_file(pairs, path, {"dataset": dataset, "split": "train",
+                                  "quality": report.to_dict()})
+    return path, pairs, report
+
+
+def _dist_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _run_dir(cfg: TrainConfig) -> Path:
+    if cfg.output_dir:
+        out = Path(cfg.output_dir)
+        if _dist_rank() != 0:  # under DDP only rank 0 checks (the others see its files)
+            out.mkdir(parents=True, exist_ok=True)
+            return out
+        if out.exists() and any(out.iterdir()) and not cfg.resume_from_checkpoint:
+            raise ItsmError("output directory already exists and is not empty", where=str(out),
+                            fix="choose a new --out, or pass --resume to continue that run")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ItsmError("distributed training needs an explicit --out (all ranks must agree)",
+                        fix="pass --out models/<name>")
+    name = cfg.name or f"{cfg.model.replace('/', '_')}_{cfg.dataset}_{cfg.mode}"
+    return unique_run_dir(MODELS_DIR, name)
+
+
+def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
+                 incidents_path: str | Path | None = None) -> TrainResult:
+    """Train one model end to end and evaluate it on the test split (rank 0)."""
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+    from transformers import EarlyStoppingCallback
+
+    from itsm_core.data.datasets import processed_path, read_sidecar
+    from itsm_core.data.incidents import load_incidents
+    from itsm_core.encoders.registry import MODEL_META_FILE, load_sentence_transformer
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark, evaluate_model
+    from itsm_core.pairs.training import TrainPairConfig, read_pair_file, validate_pairs
+
+    t_start = time.time()
+    inc_path = Path(incidents_path) if incidents_path else processed_path(cfg.dataset)
+    side = read_sidecar(inc_path)
+    labels = list(side.labels) if side and side.labels else []
+    incidents = load_incidents(inc_path)
+    if pairs is None:
+        if cfg.pairs:
+            pairs = read_pair_file(cfg.pairs)
+            report = validate_pairs(pairs, incidents, labels=labels or None)
+        else:
+            pairs, report = make_pairs(cfg.dataset, TrainPairConfig(seed=cfg.seed),
+                                       incidents_path=inc_path)
+    else:
+        report = validate_pairs(pairs, incidents, labels=labels or None)
+    if not report.ok:
+        raise ItsmError("training pairs failed validation: " + "; ".join(report.errors),
+                        fix="regenerate pairs from the training split with `itsm pairs`")
+    if labels and "negative_id" in pairs:
+        pairs = pairs.assign(negative_label=negative_labels(pairs, incidents, labels))
+
+    run_dir = _run_dir(cfg)
+    model, spec = load_sentence_transformer(cfg.model)
+    model.max_seq_length = cfg.max_seq_length
+    torch.manual_seed(cfg.seed)
+    if cfg.mode == "lora":
+        add_lora(model, spec, cfg)
+    train_ds, phases = build_train_dataset(pairs, cfg)
+    inner = (LabelAwareMNRL(model, scale=cfg.mnrl_scale) if cfg.label_aware
+             else MultipleNegativesRankingLoss(model, scale=cfg.mnrl_scale))
+    dims = [d for d in spec.eval_dims if d <= spec.dim]
+    loss = MatryoshkaLoss(model, inner, matryoshka_dims=dims) if cfg.matryoshka else inner
+
+    val_bench = subsample_corpus(build_benchmark(inc_path, config=BenchmarkConfig(
+        query_split="validation", threshold_split="validation", n_resamples=0)),
+        cfg.max_validation_corpus, cfg.seed)
+    evaluator = validation_evaluator(val_bench, replace(spec, key=cfg.name or spec.key))
+    steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
+    eval_steps = max(1, min(cfg.eval_steps, steps_per_epoch))
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr(), warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.scheduler, seed=cfg.seed, data_seed=cfg.seed,
+        batch_sampler=(functools.partial(PhaseOrderedBatchSampler, phases=tuple(phases))
+                       if cfg.curriculum else BatchSamplers.NO_DUPLICATES),
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
+        save_steps=eval_steps, save_total_limit=2, load_best_model_at_end=True,
+        metric_for_best_model="eval_validation_ndcg@10", greater_is_better=True,
+        logging_steps=max(1, eval_steps // 5), report_to="none",
+        use_cpu=not torch.cuda.is_available(), dataloader_drop_last=False, disable_tqdm=False,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_ds, loss=loss, evaluator=evaluator,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
+    )
+    base_val = evaluator(model)
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
+    train_seconds = time.time() - t0
+    if _dist_rank() != 0:
+        return TrainResult(run_dir, run_dir / "model", {}, None)
+
+    model = trainer.model
+    adapter_dir, model_dir = run_dir / "adapter", run_dir / "model"
+    wrapped = lora_wrapped_modules(model) if cfg.mode == "lora" else []
+    if cfg.mode == "lora":
+        model.save_pretrained(str(adapter_dir))
+        if cfg.merge:
+            model = merge_adapter(cfg.model, adapter_dir, cfg.max_seq_length)
+    model.save_pretrained(str(model_dir))
+    run_name = cfg.name or f"{spec.key}-ft" + ("" if cfg.mode == "lora" else "-full")
+    n_pairs = len(train_ds)
+    meta = {
+        "name": run_name,
+        "spec": {**spec.to_dict(), "path": None,
+                 "extra": {"base_model": spec.key, "trained": True}},
+        "base_model": spec.key,
+        "train_config": asdict(cfg),
+        "learning_rate": cfg.lr(),
+        "trainer_args": {k: v for k, v in trainer.args.to_dict().items()
+                         if isinstance(v, (int, float, str, bool, type(None)))},
+        "lora_wrapped_modules": wrapped,
+        "matryoshka_dims": dims if cfg.matryoshka else [],
+        "loss": type(inner).__name__ + (" in MatryoshkaLoss" if cfg.matryoshka else ""),
+        "pairs": {"n_used": n_pairs, "meta": pairs.attrs.get("meta", {}),
+                  "quality": report.to_dict(),
+                  "file": cfg.pairs, "sha256": sha256_file(cfg.pairs) if cfg.pairs else None},
+        "incidents": str(inc_path), "incidents_sha256": sha256_file(inc_path),
+        "git_commit": git_commit(),
+        "train_seconds": round(train_seconds, 1),
+        "pairs_per_second": round(n_pairs * cfg.epochs / max(train_seconds, 1e-9), 2)
+        if cfg.max_steps < 0 else round(trainer.state.global_step * cfg.batch_size
+                                        / max(train_seconds, 1e-9), 2),
+        "global_steps": trainer.state.global_step,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_validation_ndcg@10": trainer.state.best_metric,
+        "base_validation": base_val,
+        "log_history": trainer.state.log_history,
+    }
+    atomic_write_json(model_dir / MODEL_META_FILE, {"name": run_name, "spec": meta["spec"]})
+    atomic_write_json(run_dir / "train_meta.json", meta)
+    record = None
+    if cfg.evaluate_test:
+        bench = build_benchmark(inc_path)
+        eval_dir = run_dir / "evaluate"
+        if eval_dir.exists():  # a resumed run keeps its earlier evaluation
+            eval_dir = unique_run_dir(run_dir, "evaluate")
+        record = evaluate_model(str(model_dir), bench, eval_dir, leaderboard=LEADERBOARD_CSV)
+    meta["total_seconds"] = round(time.time() - t_start, 1)
+    atomic_write_json(run_dir / "train_meta.json", meta)
+    return TrainResult(run_dir, model_dir, meta, record)
+
+
+def load_train_meta(run_dir: str | Path) -> dict[str, Any]:
+    """A training run's metadata (for reports)."""
+    return read_run_json(run_dir, "train_meta.json", "itsm train")
+
+
+def history_frames(meta: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training loss by step, validation metrics by step) from the log history."""
+    hist = pd.DataFrame(meta.get("log_history", []))
+    if hist.empty:
+        return hist, hist
+    loss = hist.dropna(subset=["loss"])[["step", "loss", "learning_rate"]] if "loss" in hist \
+        else pd.DataFrame()
+    val_cols = [c for c in hist.columns if c.startswith("eval_validation_")]
+    val = hist.dropna(subset=val_cols[:1])[["step", *val_cols]] if val_cols else pd.DataFrame()
+    return loss.reset_index(drop=True), val.reset_index(drop=True)
