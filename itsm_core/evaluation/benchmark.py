@@ -38,10 +38,11 @@ from sklearn.metrics import (
 from itsm_core.core.config import BOOTSTRAP_RESAMPLES, CI_LEVEL, LEADERBOARD_CSV, SEED
 from itsm_core.core.errors import ItsmError
 from itsm_core.core.io import sha256_file
+from itsm_core.data.corpus import embedded_texts
 from itsm_core.data.datasets import read_sidecar
 from itsm_core.data.incidents import check_links_known, load_incidents, load_links
 from itsm_core.data.splits import assign_splits
-from itsm_core.data.text import TextBuilder, check_label_leakage
+from itsm_core.data.text import check_label_leakage
 from itsm_core.encoders.scorers import Scorer
 from itsm_core.metrics import stats as M
 from itsm_core.pairs.training import PairSetConfig, label_pair_set, link_pair_set
@@ -182,9 +183,7 @@ def load_for_benchmark(
             raise ItsmError(f"label column {col!r} not found", where=str(incidents),
                             fix=f"choose --labels from {list(df.columns)}")
     check_label_leakage(cfg.text_fields, cfg.labels, allow=cfg.allow_label_leakage)
-    builder = TextBuilder(fields=tuple(cfg.text_fields),
-                          max_chars_per_field=cfg.max_chars_per_field)
-    texts = pd.Series(builder.build_series(df).to_numpy(), index=df["number"].to_numpy())
+    texts = embedded_texts(df, cfg.text_fields, cfg.max_chars_per_field)
     side = read_sidecar(incidents)
     dataset = side.name if side is not None else incidents.stem.split(".")[0]
     return df, texts, cfg, dataset

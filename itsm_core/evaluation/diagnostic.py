@@ -901,11 +901,9 @@ def thresholds(summary: pd.DataFrame) -> dict[str, float]:
 
 
 def _fmt_ci(v: Any, ci: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if not ci or ci[0] is None or (isinstance(ci[0], float) and math.isnan(ci[0])):
-        return f"{v:.3f}"
-    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    from itsm_core.metrics.format import fmt_ci
+
+    return fmt_ci(v, *(list(ci or [])[:2] or [None, None]))
 
 
 def verdict_table(summary: pd.DataFrame) -> pd.DataFrame:

@@ -76,10 +76,10 @@ def _date(stamp: str | None) -> str | None:
 
 def _fmt(v: float, lo: float | None = None, hi: float | None = None, signed: bool = False
          ) -> str:
-    f = "{:+.3f}" if signed else "{:.3f}"
-    if lo is None or pd.isna(lo):
-        return f.format(v).replace("-", "−")
-    return f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]".replace("-", "−")
+    """:func:`~itsm_core.metrics.format.fmt_ci` with a typographic minus (README tables)."""
+    from itsm_core.metrics.format import fmt_ci
+
+    return fmt_ci(v, lo, hi, signed=signed).replace("-", "−")
 
 
 # ---------------------------------------------------------------------------- tables

@@ -25,6 +25,7 @@ from itsm_core.core.io import (
     read_run_json,
     timestamp,
 )
+from itsm_core.metrics.format import fmt_ci
 
 SCHEMA_VERSION = 1
 HEADLINE_METRICS = ("ndcg@10", "mrr@10", "map@100", "recall@1", "recall@5", "recall@10",
@@ -123,14 +124,8 @@ def format_with_ci(board: pd.DataFrame, metrics: Sequence[str] = ("ndcg@10", "mr
     """Human table: ``0.512 [0.490, 0.534]`` per metric, sorted by the first metric."""
     out = board[["dataset", "model", "model_kind", "n_queries"]].copy()
     for m in metrics:
-        def fmt(r, m=m):
-            v, lo, hi = r.get(m), r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")
-            if v is None or pd.isna(v):
-                return "–"
-            if lo is None or pd.isna(lo):
-                return f"{v:.{digits}f}"
-            return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-        out[m] = board.apply(fmt, axis=1)
+        out[m] = board.apply(lambda r, m=m: fmt_ci(r.get(m), r.get(f"{m}_ci_low"),
+                                                   r.get(f"{m}_ci_high"), digits=digits), axis=1)
     order = board[metrics[0]].fillna(-1).to_numpy().argsort()[::-1]
     return out.iloc[order].sort_values("dataset", kind="stable").reset_index(drop=True)
 

@@ -89,25 +89,19 @@ def _load_texts(incidents: str | Path, columns: str | Path | None,
                 text_fields: Sequence[str] | None, max_chars_per_field: int | None,
                 encoding: str = "utf-8") -> tuple[pd.DataFrame, list[str], int | None]:
     """Incidents (number, text, display columns) via the shared loader and text builder."""
-    from itsm_core.data.datasets import read_sidecar
-    from itsm_core.data.incidents import load_incidents
-    from itsm_core.data.text import TextBuilder
+    from itsm_core.data.corpus import load_corpus
 
     path = Path(incidents)
     if not path.exists():
         raise ItsmError("incidents file not found", where=str(path), fix="check the path")
-    side = read_sidecar(path)
-    if not text_fields:
-        text_fields = list(side.text_fields) if side is not None else [
-            "short_description", "description"]
-        max_chars_per_field = max_chars_per_field or (side.max_chars_per_field if side
-                                                      else None)
-    df = load_incidents(path, columns, text_fields=text_fields, encoding=encoding)
-    builder = TextBuilder(fields=tuple(text_fields), max_chars_per_field=max_chars_per_field)
+    corpus = load_corpus(path, columns, text_fields=text_fields,
+                         max_chars_per_field=max_chars_per_field, encoding=encoding)
+    df, text_fields, max_chars_per_field = (corpus.incidents, corpus.text_fields,
+                                            corpus.max_chars_per_field)
     show = [c for c in DISPLAY_COLUMNS if c in df.columns
             and (df[c].astype("string").fillna("").str.strip() != "").any()]
     out = df[["number", *show]].copy()
-    out.insert(1, "text", builder.build_series(df).to_numpy())
+    out.insert(1, "text", corpus.texts.to_numpy())
     for c in show:
         out[c] = out[c].astype("string")
     if "split" in df.columns:

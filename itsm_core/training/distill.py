@@ -88,12 +88,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def config_for_profile(profile: str = "default", **overrides: Any) -> DistillConfig:
-    if profile not in PROFILES:
-        raise ItsmError(f"unknown profile {profile!r}", where="--profile",
-                        fix=f"choose from {sorted(PROFILES)}")
-    cfg = DistillConfig(**{**PROFILES[profile], **overrides})
-    _check(cfg)
-    return cfg
+    """A :class:`DistillConfig` from a named profile plus explicit overrides."""
+    from itsm_core.core.profiles import config_from_profile
+
+    return config_from_profile(DistillConfig, PROFILES, profile, overrides, _check)
 
 
 def _check(cfg: DistillConfig) -> None:
@@ -398,12 +396,11 @@ def format_comparison(table: pd.DataFrame, metrics: tuple[str, ...] = ("ndcg@10"
     out = table[["role"]].copy()
     out["model"] = table.get("model")
 
+    from itsm_core.metrics.format import fmt_ci
+
     def fmt(r, c, sign=""):
-        v = r.get(c)
-        if v is None or pd.isna(v):
-            return "–"
-        return (f"{v:{sign}.{digits}f} [{r[c + '_ci_low']:{sign}.{digits}f}, "
-                f"{r[c + '_ci_high']:{sign}.{digits}f}]")
+        return fmt_ci(r.get(c), r.get(c + "_ci_low"), r.get(c + "_ci_high"), digits=digits,
+                      signed=sign == "+")
 
     for m in metrics:
         out[m] = [fmt(r, m) for _, r in table.iterrows()]

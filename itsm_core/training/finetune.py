@@ -347,10 +347,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def config_for_profile(profile: str = "default", **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` from a named profile plus explicit overrides."""
-    if profile not in PROFILES:
-        raise ItsmError(f"unknown profile {profile!r}", where="--profile",
-                        fix=f"choose from {sorted(PROFILES)}")
-    return TrainConfig(**{**PROFILES[profile], **overrides})
+    from itsm_core.core.profiles import config_from_profile
+
+    return config_from_profile(TrainConfig, PROFILES, profile, overrides)
 
 
 def make_pairs(dataset: str, cfg=None, incidents_path: str | Path | None = None):
@@ -358,24 +357,20 @@ def make_pairs(dataset: str, cfg=None, incidents_path: str | Path | None = None)
 
     Returns ``(pairs, quality_report)``; the caller decides what to do with errors.
     """
-    from itsm_core.data.datasets import processed_path, read_sidecar
-    from itsm_core.data.incidents import load_incidents, load_links
-    from itsm_core.data.text import TextBuilder
+    from itsm_core.data.corpus import load_corpus
+    from itsm_core.data.datasets import processed_path
+    from itsm_core.data.incidents import load_links
     from itsm_core.pairs.training import TrainPairConfig, generate_training_pairs, validate_pairs
 
     inc_path = Path(incidents_path) if incidents_path else processed_path(dataset)
-    side = read_sidecar(inc_path)
+    corpus = load_corpus(inc_path)
+    side = corpus.manifest
     labels = list(side.labels) if side and side.labels else []
     cfg = cfg or TrainPairConfig()
     if labels:
         cfg.labels = labels
-    incidents = load_incidents(inc_path)
-    builder = TextBuilder(fields=tuple(side.text_fields) if side else
-                          ("short_description", "description"),
-                          max_chars_per_field=side.max_chars_per_field if side else None)
-    texts = pd.Series(builder.build_series(incidents).to_numpy(),
-                      index=incidents["number"].to_numpy())
-    links = load_links(inc_path.parent / side.links) if side and side.links else None
+    incidents, texts = corpus.incidents, corpus.texts
+    links = load_links(corpus.links_path) if corpus.links_path else None
     miner = None
     if cfg.negatives in ("embedding", "both"):
         from itsm_core.encoders.registry import load_sentence_transformer

@@ -66,27 +66,22 @@ class PretrainTexts:
 def _incidents_and_texts(dataset: str, incidents_path: str | Path | None = None
                          ) -> tuple[pd.DataFrame, pd.Series, Path]:
     """Incidents (with a split per incident) and their embedded texts, by number."""
-    from itsm_core.data.datasets import processed_path, read_sidecar
-    from itsm_core.data.incidents import load_incidents, load_links
+    from itsm_core.data.corpus import load_corpus
+    from itsm_core.data.datasets import processed_path
+    from itsm_core.data.incidents import load_links
     from itsm_core.data.splits import incident_splits_from_links
-    from itsm_core.data.text import TextBuilder
 
     inc_path = Path(incidents_path) if incidents_path else processed_path(dataset)
-    side = read_sidecar(inc_path)
-    df = load_incidents(inc_path)
+    corpus = load_corpus(inc_path)
+    df, texts = corpus.incidents, corpus.texts
     if "split" not in df.columns or df["split"].isna().all():
-        links_file = side.links if side and side.links else None
-        links = load_links(inc_path.parent / links_file) if links_file else None
+        links = load_links(corpus.links_path) if corpus.links_path else None
         if links is None or "split" not in links.columns:
             raise ItsmError(
                 "incidents have no split column, so validation / test texts cannot be kept "
                 "out of pre-training", where=str(inc_path),
                 fix="build the data with `itsm data build` or add a split column")
         df = df.assign(split=incident_splits_from_links(df["number"], links).to_numpy())
-    builder = TextBuilder(fields=tuple(side.text_fields) if side else
-                          ("short_description", "description"),
-                          max_chars_per_field=side.max_chars_per_field if side else None)
-    texts = pd.Series(builder.build_series(df).to_numpy(), index=df["number"].to_numpy())
     return df, texts, inc_path
 
 
@@ -197,12 +192,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def config_for_profile(profile: str = "default", **overrides: Any) -> PretrainConfig:
     """A :class:`PretrainConfig` from a named profile plus explicit overrides."""
-    if profile not in PROFILES:
-        raise ItsmError(f"unknown profile {profile!r}", where="--profile",
-                        fix=f"choose from {sorted(PROFILES)}")
-    cfg = PretrainConfig(**{**PROFILES[profile], **overrides})
-    _check(cfg)
-    return cfg
+    from itsm_core.core.profiles import config_from_profile
+
+    return config_from_profile(PretrainConfig, PROFILES, profile, overrides, _check)
 
 
 def _check(cfg: PretrainConfig) -> None:
@@ -611,10 +603,10 @@ def format_stage_table(table: pd.DataFrame, metrics: tuple[str, ...] = ("ndcg@10
     out = table[["dataset", "stage"]].copy()
     out["model"] = table.get("model")
 
+    from itsm_core.metrics.format import fmt_ci
+
     def fmt(v, lo, hi, sign=""):
-        if pd.isna(v):
-            return "–"
-        return f"{v:{sign}.{digits}f} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
+        return fmt_ci(v, lo, hi, digits=digits, signed=sign == "+")
 
     for m in metrics:
         if m not in table.columns:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import PROJECT_ROOT as ROOT  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from notebooks import NOTEBOOKS  # noqa: E402  (tools/notebooks.py: the notebooks' source)
 

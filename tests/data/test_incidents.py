@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import FIXTURES  # noqa: E402
 
 from itsm_core.core.errors import ItsmError
 from itsm_core.data.incidents import (
@@ -20,8 +21,6 @@ from itsm_core.data.incidents import (
     load_links,
     read_table,
 )
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _write(path: Path, text: str) -> Path:

@@ -9,13 +9,13 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT_ROOT as ROOT  # noqa: E402
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from itsm_core.core import compat
 from itsm_core.core.errors import ItsmError
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "itsm_core"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import PROJECT_ROOT  # noqa: E402
 
 from itsm_core.core.errors import ItsmError
 from itsm_core.data.datasets import (
@@ -24,7 +25,6 @@ from itsm_core.data.datasets import (
 from itsm_core.data.incidents import load_links
 from itsm_core.data.splits import normalise_key
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RAW_DIR = PROJECT_ROOT / "data_new" / "raw"
 SPLIT_NAMES = {"train", "validation", "test"}
 

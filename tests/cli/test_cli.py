@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import FIXTURES  # noqa: E402
 from typer.testing import CliRunner
 
 from itsm_core.cli.main import app
@@ -14,7 +15,6 @@ from itsm_core.data.incidents import EmptyTextWarning
 from itsm_core.data.text import LabelLeakageWarning
 from itsm_core.encoders.registry import REGISTRY
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CONTRACT_KEYS = ("ndcg@10", "mrr@10", "recall@10", "map@100", "roc_auc", "pr_auc", "f1",
                  "spearman")
 

@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PROJECT_ROOT as ROOT  # noqa: E402
 
 from itsm_core.core.errors import ItsmError
 from itsm_core.reports import readme as rt
 from itsm_core.runs.schema import make_record, write_run
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(tmp: Path, board: Path, model: str, kind: str, ndcg: np.ndarray, dataset="it_tickets"):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PROJECT_ROOT
 from typer.testing import CliRunner
 
 from itsm_core.cli.main import app
@@ -323,7 +324,7 @@ def test_cli_report_diagnose_turns_notebook_error_into_message(runner, tmp_path:
     from itsm_core.reports import notebooks as reports
 
     monkeypatch.setitem(reports.run_report.__kwdefaults__, "notebooks_dir",
-                        Path(__file__).resolve().parent.parent / "notebooks")
+                        PROJECT_ROOT / "notebooks")
     monkeypatch.setitem(reports.run_report.__kwdefaults__, "reports_dir", tmp_path / "rep")
     res = runner.invoke(app, ["report", "diagnose", "--models", "tfidf", "--output",
                               str(tmp_path / "r.html")])
@@ -351,7 +352,7 @@ def test_notebook_report_smoke_and_loud_failure(tiny_incidents: Path, tmp_path: 
 
     from itsm_core.reports.notebooks import run_report
 
-    nb_dir = Path(__file__).resolve().parent.parent / "notebooks"
+    nb_dir = PROJECT_ROOT / "notebooks"
     params = {"models": "tfidf,bm25", "incidents": str(tiny_incidents), "n_pairs": 10,
               "min_pairs": 1, "leaderboard": str(tmp_path / "lb.csv"),
               "out_dir": str(tmp_path / "runs")}
