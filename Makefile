@@ -36,7 +36,9 @@ setup: env  ## env + nbdime as git diff/merge driver for notebooks (this repo on
 	$(BIN)/nbdime config-git --enable
 
 lab: setup  ## JupyterLab on notebooks/ with the project's kernel ("itsm (.venv)"), nbdime enabled
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 lock: env  ## re-resolve requirements.lock to the newest compatible versions (then: make test, commit)
 	$(BIN)/pip-compile --upgrade $(PIP_COMPILE_FLAGS) -o $(LOCK) pyproject.toml

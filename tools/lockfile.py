@@ -100,6 +100,9 @@ def lock_problems(lock: dict[str, Pin], requirements: list[Requirement]) -> list
             found.append(f"{req} is in pyproject.toml but not in the lock")
         elif not req.specifier.contains(Version(pin.version), prereleases=True):
             found.append(f"the lock pins {name}=={pin.version}, outside pyproject.toml's {req}")
+        elif not pin.direct:
+            found.append(f"{req} is in pyproject.toml but the lock has {name} only as a "
+                         "dependency of other packages")
     for name, pin in sorted(lock.items()):
         if pin.direct and name not in wanted:
             found.append(f"{name} is locked as a project dependency but pyproject.toml "

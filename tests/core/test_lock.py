@@ -90,6 +90,10 @@ def test_lock_check_names_what_is_out_of_date():
     stale = lockfile.lock_problems(lock, [*lockfile.project_requirements(),
                                           Requirement("not-a-locked-package>=1")])
     assert any("not-a-locked-package" in p for p in stale)
+    # locked, but only as somebody else's dependency: pyproject changed without a re-lock
+    transitive = next(name for name, pin in lock.items() if not pin.direct)
+    assert any(transitive in p and "only as a dependency" in p for p in lockfile.lock_problems(
+        lock, [*lockfile.project_requirements(), Requirement(transitive)]))
     narrowed = [r if canonicalize_name(r.name) != "transformers"
                 else Requirement(f"transformers>{pinned}") for r in lockfile.project_requirements()]
     assert any("outside" in p and "transformers" in p
