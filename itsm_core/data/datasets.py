@@ -235,7 +235,16 @@ BUILDERS = {"it_tickets": build_it_tickets, "gitbugs_hadoop": build_gitbugs_hado
 
 def build_all(names: list[str] | None = None, raw_dir: Path = RAW_DIR,
               out_dir: Path = PROCESSED_DIR, seed: int = SEED) -> dict[str, Path]:
-    """Build the named bundled data sets (all by default); returns their paths."""
+    """Build the named bundled data sets from ``data_new/raw``.
+
+    Args:
+        names: data set names (default: every bundled one).
+        raw_dir: where the raw files are; out_dir: where the processed files go.
+        seed: the split salt.
+
+    Returns:
+        ``{name: processed incidents file}`` (each with its ``.meta.json`` manifest).
+    """
     names = names or list(BUILDERS)
     unknown = [n for n in names if n not in BUILDERS]
     if unknown:

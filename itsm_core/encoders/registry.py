@@ -237,6 +237,12 @@ def _cached_hub_path(hub_id: str) -> Path | None:
 def resolve_spec(name: str) -> ModelSpec:
     """Turn a model spec string into a :class:`ModelSpec` with a local ``path``.
 
+    Args:
+        name: a registry key (``minilm``), a model folder, or a hub id.
+
+    Returns:
+        The spec (pooling, prefixes, Matryoshka dims, LoRA targets, local path).
+
     Raises:
         ItsmError: unknown name, or a hub model that is not available offline.
     """
@@ -309,7 +315,15 @@ def spec_from_path(path: Path) -> ModelSpec:
 
 def load_sentence_transformer(spec: ModelSpec | str, device: str | None = None
                               ) -> tuple[SentenceTransformer, ModelSpec]:
-    """Load a model offline-safely; returns the model and its spec (``dim`` filled)."""
+    """Load a sentence-transformers model offline-safely.
+
+    Args:
+        spec: a :class:`ModelSpec` or any spec string :func:`resolve_spec` accepts.
+        device: torch device (default: CPU unless sentence-transformers picks another).
+
+    Returns:
+        ``(model, spec)`` with ``spec.dim`` filled from the loaded model.
+    """
     from sentence_transformers import SentenceTransformer
 
     if isinstance(spec, str):

@@ -203,6 +203,16 @@ def build_benchmark(
 
     Defaults for labels / links / text fields come from the data set's sidecar manifest
     (``<file>.meta.json``) when the caller gives none.
+
+    Args:
+        incidents: the incidents file; columns: its column mapping.
+        labels: label hierarchy for graded relevance; links: duplicate-link CSV.
+        text_fields: fields embedded as text.
+        config: query split, corpus, pair-set sizes, bootstrap resamples, leakage guard.
+        encoding: text encoding of the file.
+
+    Returns:
+        The :class:`Benchmark` (never depends on a model).
     """
     incidents = Path(incidents)
     df, texts, cfg, dataset = load_for_benchmark(incidents, columns=columns, labels=labels,
@@ -378,7 +388,18 @@ def _pair_block(scores: np.ndarray, pairs: pd.DataFrame, threshold: float,
 
 def evaluate_scorer(scorer: Scorer, bench: Benchmark, *, dims: list[int | None] | None = None,
                     per_dim_ci: bool = True) -> EvalResult:
-    """Run retrieval + pair classification for one scorer; headline at the first dim."""
+    """Run retrieval + pair classification for one scorer; headline at the first dim.
+
+    Args:
+        scorer: any :class:`~itsm_core.encoders.scorers.Scorer`.
+        bench: the benchmark (queries, corpus, grades, test and threshold pair sets).
+        dims: Matryoshka dims to evaluate (default: the scorer's).
+        per_dim_ci: bootstrap CIs at every dim, not only the headline one.
+
+    Returns:
+        :class:`EvalResult`: metrics with CIs, per-dim and per-category metrics, per-query
+        table and scored test pairs.
+    """
     cfg = bench.config
     boot = dict(n_resamples=cfg.n_resamples, level=cfg.ci_level, seed=cfg.seed)
     dims = list(dims if dims is not None else scorer.dims)
@@ -448,6 +469,17 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
     Writes ``out/metrics.json`` (shared results schema), ``out/per_query.csv`` and
     ``out/pairs.csv`` (for paired comparisons and plots), and appends a row to
     ``leaderboard`` (None: no row).
+
+    Args:
+        model: the model spec (see :func:`itsm_core.encoders.factory.load_scorer`).
+        bench: the benchmark; a scorer that calibrates (hybrid fusion) does so on its
+            VALIDATION counterpart, never on the test queries.
+        out: a new or empty run directory.
+        leaderboard: the leaderboard CSV (None: no row).
+        scorer: an already built scorer for ``model`` (skips loading it again).
+
+    Returns:
+        The run's record (what ``metrics.json`` holds).
     """
     from itsm_core.encoders.factory import load_scorer
     from itsm_core.runs.schema import make_record, write_run

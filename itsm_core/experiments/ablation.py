@@ -48,7 +48,19 @@ def run_ablation(dataset: str = "it_tickets", model: str = "minilm",
                  variants: list[str] | None = None, profile: str = "default",
                  max_steps: int | None = None, out_dir: str | Path | None = None,
                  max_pairs: int | None = None) -> pd.DataFrame:
-    """Train and evaluate each variant; write ``ablation_<dataset>_<ts>.csv/.json``."""
+    """Train and evaluate each variant on the same pairs; write
+    ``ablation_<dataset>_<ts>.csv/.json`` under ``models/results/ablation/``.
+
+    Args:
+        dataset: bundled data set; model: the model to train.
+        variants: names from :data:`VARIANTS` (default: all).
+        profile: training profile; max_steps / max_pairs: the budget per variant.
+        out_dir: where the table goes.
+
+    Returns:
+        One row per variant: validation NDCG@10 (what decisions may use), test NDCG@10
+        with CI and the paired test difference to the recipe.
+    """
     from itsm_core.evaluation.paired import paired_difference
     from itsm_core.pairs.augment import AugmentConfig, augment_pairs
     from itsm_core.pairs.training import TrainPairConfig
@@ -174,6 +186,16 @@ def run_sweep(param: str, values: list[str | float | int], dataset: str = "it_ti
     The test split is never evaluated (``evaluate_test=False``), so the chosen value can
     become a default without touching test. Every value trains on the same pairs.
     Writes ``sweep_<param>_<dataset>_<model>_<ts>.csv/.json`` under results/sweeps/.
+
+    Args:
+        param: a :class:`~itsm_core.training.finetune.TrainConfig` field.
+        values: the values to try.
+        dataset, model, profile, max_pairs: what trains, at which budget.
+        out_dir: where the table goes; **overrides: other config fields, fixed.
+
+    Returns:
+        One row per value: validation NDCG@10, the zero-shot validation score, best step,
+        training seconds and which value is best.
     """
     from itsm_core.training.finetune import config_for_profile, make_pairs, run_training
 

@@ -453,6 +453,16 @@ def generate_training_pairs(df: pd.DataFrame, texts: pd.Series, cfg: TrainPairCo
     embedding mining, and never share the anchor's fine label (false-negative guard).
     Each pair gets a curriculum ``phase`` from its lexical difficulty and a ``label``
     (integer fine-class id of the anchor) used for label-aware in-batch negatives.
+
+    Args:
+        df: canonical incidents with a ``split`` column (only ``train`` rows are used).
+        texts: embedded text per incident number.
+        cfg: pair settings (labels, negatives, band, positives per anchor, phases, seed).
+        links: duplicate links (their ``train`` links give the positives).
+        mining_model: see above.
+
+    Returns:
+        One row per pair: ids, texts, negative (and its source), phase, label.
     """
     cfg = cfg or TrainPairConfig()
     if cfg.negatives in ("embedding", "both") and mining_model is None:
@@ -568,6 +578,13 @@ def validate_pairs(pairs: pd.DataFrame, incidents: pd.DataFrame,
     whose fine label differs from the anchor's, a negative sharing the anchor's fine
     label. Warnings (counted): exact duplicate pairs, identical anchor/positive texts,
     near-duplicates (word Jaccard ≥ ``near_duplicate``), empty or too-short texts.
+
+    Args:
+        pairs: the pair table; incidents: the incidents it was made from (with splits).
+        labels: the fine-label columns; min_words / near_duplicate: warning thresholds.
+
+    Returns:
+        :class:`PairQualityReport` (``ok``, errors, warnings, counts).
     """
     errors, warnings = [], []
     split_of = incidents.set_index("number")["split"] if "split" in incidents.columns else None

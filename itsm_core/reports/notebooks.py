@@ -21,6 +21,15 @@ def run_report(notebook: str, parameters: dict[str, Any], *, output: str | Path 
 
     The executed notebook is kept beside the HTML under ``reports/executed/`` for
     debugging. Code cells are hidden in the HTML (they only call itsm_core).
+
+    Args:
+        notebook: the notebook's stem (``03_train``); parameters: papermill parameters.
+        output: the HTML path (default ``reports/<name>.html``); name: the report name.
+        kernel: the Jupyter kernel (default: the notebook's).
+        notebooks_dir, reports_dir: where notebooks are and reports go.
+
+    Returns:
+        The HTML file written (atomically; an error in a cell writes none).
     """
     import nbformat
     import papermill as pm

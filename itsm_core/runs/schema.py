@@ -95,7 +95,19 @@ def write_run(out_dir: str | Path, record: dict[str, Any],
               tables: dict[str, pd.DataFrame] | None = None, *,
               leaderboard: str | Path | None = LEADERBOARD_CSV) -> Path:
     """Write tables (CSV) then ``metrics.json`` (last, so its presence = complete run),
-    then append the leaderboard row. ``out_dir`` must be new or empty."""
+    then append the leaderboard row. ``out_dir`` must be new or empty.
+
+    Args:
+        out_dir: the run directory; record: the run's record (:func:`make_record`).
+        tables: ``{name: DataFrame}`` written as ``<name>.csv``.
+        leaderboard: the leaderboard CSV (None: no row).
+
+    Returns:
+        The ``metrics.json`` path.
+
+    Raises:
+        ItsmError: the directory already holds a run (never overwritten).
+    """
     out_dir = Path(out_dir)
     if (out_dir / "metrics.json").exists():
         raise ItsmError("metrics.json already exists; refusing to overwrite an earlier run",

@@ -338,6 +338,16 @@ def build_index(model: str, incidents: str | Path, out: str | Path, *,
     file (:func:`choose_fusion`; with no labelled validation split the default equal-weight
     z-score fusion is kept and recorded as such); ``weighted`` / ``rrf`` with
     ``fusion_weight`` fix them.
+
+    Args:
+        model: the model spec that embeds (an export folder, a model folder, a key).
+        incidents: the incidents file; out: the new index folder.
+        columns, text_fields, max_chars_per_field, encoding: how texts are read and built
+            (defaults: the data set manifest's).
+        dim: Matryoshka dim stored (default: full); batch_size: encoding batch.
+
+    Returns:
+        The loaded :class:`SearchIndex`.
     """
     out = new_run_dir(out)
     t_all = time.perf_counter()

@@ -355,7 +355,12 @@ def config_for_profile(profile: str = "default", **overrides: Any) -> TrainConfi
 def make_pairs(dataset: str, cfg=None, incidents_path: str | Path | None = None):
     """Generate and validate training pairs for a bundled data set (or incidents file).
 
-    Returns ``(pairs, quality_report)``; the caller decides what to do with errors.
+    Args:
+        dataset: bundled data set; cfg: :class:`~itsm_core.pairs.training.TrainPairConfig`.
+        incidents_path: another processed incidents file instead.
+
+    Returns:
+        ``(pairs, quality_report)``; the caller decides what to do with errors.
     """
     from itsm_core.data.corpus import load_corpus
     from itsm_core.data.datasets import processed_path
@@ -447,7 +452,17 @@ def _run_dir(cfg: TrainConfig) -> Path:
 
 def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
                  incidents_path: str | Path | None = None) -> TrainResult:
-    """Train one model end to end and evaluate it on the test split (rank 0)."""
+    """Train one model end to end and evaluate it on the test split (rank 0).
+
+    Args:
+        cfg: the training config (:func:`config_for_profile`).
+        pairs: training pairs (default: ``cfg.pairs`` or generated from the TRAINING split).
+        incidents_path: another processed incidents file instead of ``cfg.dataset``'s.
+
+    Returns:
+        :class:`TrainResult`: run folder, ``train_meta.json`` content (hyper-parameters,
+        history, best validation checkpoint) and the test record.
+    """
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,

@@ -95,6 +95,13 @@ def pretrain_texts(dataset: str = "it_tickets", *, incidents_path: str | Path | 
     (lower case, whitespace collapsed) equals a validation or test text. Duplicates are
     collapsed, texts shorter than ``min_words`` dropped, then ``max_texts`` are sampled
     (seeded; None = all).
+
+    Args:
+        dataset: bundled data set; incidents_path: another processed incidents file.
+        max_texts, min_words, seed: the sample.
+
+    Returns:
+        :class:`PretrainTexts`: the texts (by number) and the counts of each exclusion.
     """
     from itsm_core.data.splits import normalise_key
 
