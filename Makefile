@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env setup lab lock check-lock test test-all pipeline data benchmark pairs train report leaderboard lint clean-env \
+.PHONY: env setup lab lock check-lock browser serve test test-all pipeline data benchmark pairs train report leaderboard lint clean-env \
 	pretrain distill export index
 
 # Every version comes from the committed lock (pip-tools, hash-checked), so a library
@@ -48,7 +48,14 @@ lock: env  ## re-resolve requirements.lock to the newest compatible versions (th
 check-lock:  ## fails when requirements.lock / environment.yml are out of date with pyproject.toml
 	$(PYTHON) tools/lockfile.py check
 
-test: env  ## fast + weights-marked tests (slow ones: make test-all)
+browser:  ## Debian chromium for the web-page test (apt-get as root; skipped with a reason elsewhere)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) \
+	      >/dev/null 2>&1 || echo "chromium could not be installed: the browser test is skipped"; \
+	  else echo "chromium not installed (needs root + apt-get): the browser test is skipped"; fi; }
+
+test: env browser  ## fast + weights-marked tests (slow ones: make test-all)
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: env
@@ -100,6 +107,10 @@ pipeline: env  ## the main job: data -> baselines + zero-shot -> pairs + augment
 	  $(ITSM) timing run --stage $$stage -- $(MAKE) --no-print-directory $$stage; done
 	$(ITSM) timing show   # per-stage wall time -> reports/pipeline_timing.json
 	$(ITSM) readme        # README result tables <- reports/tables/*.md <- this run's outputs
+	@echo "similar-incident service: $(ITSM) serve   (http://127.0.0.1:8000/ page, /docs API)"
+
+serve: env  ## the similar-incident service over the newest index (API + page on 127.0.0.1:8000)
+	$(ITSM) serve
 
 lint: env check-lock  ## ruff + the import contract (layers, pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check itsm_core tests tools

@@ -63,7 +63,7 @@ def sweep_cmd(
 
 @friendly
 def bench_cmd(
-    what: Annotated[str, typer.Argument(help="train, search or encode")] = "train",
+    what: Annotated[str, typer.Argument(help="train, search, encode or serve")] = "train",
     model: Annotated[str, typer.Option(
         help="train: model to train; encode: export folder (default: newest export)")] =
     "minilm",
@@ -78,16 +78,19 @@ def bench_cmd(
     """Print measured figures: `itsm bench train` = pairs/s of the default recipe vs plain
     sentence-transformers on the same pairs, side by side; `itsm bench search` = top-10
     latency p50/p95 per dim (synthetic 50k + the bundled index); `itsm bench encode` =
-    sentences/s of torch fp32 / ONNX fp32 / ONNX INT8."""
+    sentences/s of torch fp32 / ONNX fp32 / ONNX INT8; `itsm bench serve` = requests/s and
+    p50/p95 of POST /similar (1 and 8 clients) against the in-process search."""
     if what == "train":
         _bench_train(model, dataset, steps, batch_size)
     elif what == "encode":
         _bench_encode(model, dataset, n or 512, batch_size)
     elif what == "search":
         _bench_search(n or 50_000, index)
+    elif what == "serve":
+        _bench_serve(index, n or 200)
     else:
-        raise ItsmError(f"unknown benchmark {what!r}",
-                        fix="use `itsm bench train`, `itsm bench search` or `itsm bench encode`")
+        raise ItsmError(f"unknown benchmark {what!r}", fix="use `itsm bench train`, "
+                        "`itsm bench search`, `itsm bench encode` or `itsm bench serve`")
 
 
 def _bench_train(model: str, dataset: str, steps: int, batch_size: int) -> None:
@@ -129,6 +132,19 @@ def _bench_search(n: int, index: Path | None) -> None:
                   f"p95 {e['p95_ms']:.1f} ms; index build {res['index_build_seconds']} s "
                   f"({res['index_encode_sentences_per_s']} sentences/s); BM25 build "
                   f"{res['bm25_build_seconds']} s; max RSS {res['max_rss_mb']} MB")
+
+
+def _bench_serve(index: Path | None, n: int) -> None:
+    from itsm_core.serving.latency import serve_latency
+
+    res = serve_latency(index, n_requests=n)
+    print_rows(("setting", "clients", "requests/s", "p50 ms", "p95 ms"),
+               ((r["setting"], r["clients"], r["requests_per_s"], f"{r['p50_ms']:.1f}",
+                 f"{r['p95_ms']:.1f}") for r in res["rows"]),
+               title=f"{res['mode']} top-{res['k']} over {res['incidents']} incidents "
+               f"({res['n_requests']} requests per setting)")
+    out.print(f"HTTP overhead (p50, 1 client / in process): "
+              f"{res['overhead_p50_http_over_in_process']}x")
 
 
 timing_app = typer.Typer(help="Per-stage wall time of `make pipeline`.", no_args_is_help=True)

@@ -46,7 +46,7 @@ COMMANDS = {
     "ensemble": training.ensemble_cmd, "distill": training.distill_cmd,
     "ablation": experiments.ablation_cmd, "sweep": experiments.sweep_cmd,
     "bench": experiments.bench_cmd,
-    "export": serving.export_cmd, "search": serving.search_cmd,
+    "export": serving.export_cmd, "search": serving.search_cmd, "serve": serving.serve_cmd,
     "readme": readme_cmd,
 }
 """Top-level commands; groups (data, index, report, timing) are sub-applications."""

@@ -206,3 +206,23 @@ def _print_hits(query: str, res, how: str) -> None:  # noqa: ANN001 - pandas Dat
         t.add_row(*[f"{row[c]:.3f}" if c == "score" else escape(short(row.get(c)))
                     for c in cols])
     out.print(t)
+
+
+@friendly
+def serve_cmd(
+    index: Annotated[list[Path] | None, typer.Option(
+        help="index folder, or NAME=FOLDER; repeat to serve several collections "
+             "(default: the newest bundled index)")] = None,
+    host: Annotated[str, typer.Option(help="address to bind (non-loopback needs an API "
+                                           "key)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    api_key_file: Annotated[Path | None, typer.Option(
+        help="file whose first line is the API key (default: $ITSM_API_KEY)")] = None,
+) -> None:
+    """Serve the similar-incident API (POST /similar, …; OpenAPI at /docs) and the web page
+    at / from one process; model and index are loaded once."""
+    import os
+
+    from itsm_core.serving.service import api_key_from, serve
+
+    serve(index, host, port, api_key=api_key_from(dict(os.environ), api_key_file))

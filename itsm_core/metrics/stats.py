@@ -602,3 +602,43 @@ def breakdown(
     index = pd.Index(labels, name=name)
     table = pd.DataFrame(rows, index=index, columns=["n", "mean", "ci_low", "ci_high"])
     return table.sort_values("n", ascending=False, kind="stable")
+
+
+def threshold_for_precision(scores: np.ndarray, relevant: np.ndarray,
+                            target_precision: float = 0.9) -> dict[str, float | int | None]:
+    """The lowest score threshold whose precision (share of relevant pairs among those
+    scoring at or above it) reaches ``target_precision``.
+
+    Args:
+        scores: similarity of each candidate pair; relevant: 1 for a true match, else 0.
+        target_precision: the precision the threshold must reach (e.g. 0.9).
+
+    Returns:
+        ``threshold`` (None when no threshold reaches the target), the ``precision`` and
+        ``recall`` reached there, and the pair counts.
+    """
+    scores = np.asarray(scores, dtype=float)
+    relevant = np.asarray(relevant, dtype=bool)
+    if scores.shape != relevant.shape:
+        raise ItsmError("scores and relevance flags differ in length",
+                        where="threshold_for_precision")
+    if not 0 < target_precision <= 1:
+        raise ItsmError(f"target precision {target_precision} is not in (0, 1]",
+                        where="--precision", fix="e.g. 0.9")
+    n_rel = int(relevant.sum())
+    base = {"target_precision": float(target_precision), "n_pairs": int(len(scores)),
+            "n_relevant": n_rel}
+    if n_rel == 0:
+        return {**base, "threshold": None, "precision": None, "recall": None}
+    order = np.argsort(-scores, kind="stable")
+    s, r = scores[order], relevant[order]
+    tp = np.cumsum(r)
+    precision = tp / np.arange(1, len(s) + 1)
+    # only cut where the score changes, so every pair at the threshold is counted
+    last_of_value = np.r_[s[1:] != s[:-1], True]
+    ok = np.flatnonzero(last_of_value & (precision >= target_precision))
+    if not len(ok):
+        return {**base, "threshold": None, "precision": None, "recall": None}
+    i = int(ok[-1])  # the deepest cut that still meets the target = lowest threshold
+    return {**base, "threshold": float(s[i]), "precision": float(precision[i]),
+            "recall": float(tp[i] / n_rel)}

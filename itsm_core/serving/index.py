@@ -57,8 +57,10 @@ logger = logging.getLogger(__name__)
 INDEX_META_FILE = "itsm_index.json"
 INDEX_VERSION = 1
 DISPLAY_COLUMNS = ("short_description", "title", "category", "subcategory", "topic_group",
-                   "service", "assignment_group", "resolution_notes", "opened_at")
+                   "state", "service", "assignment_group", "resolution_notes", "opened_at")
 MODES = ("hybrid", "dense", "bm25")
+DUPLICATE_PRECISION = 0.9
+"""Precision the likely-duplicate threshold is calibrated for (on validation)."""
 
 
 # ----------------------------------------------------------------------------- models
@@ -235,8 +237,20 @@ class SearchIndex:
         return self.fusion.fuse(dense, self.bm25_scores(queries))
 
     def search(self, queries: str | Sequence[str], k: int = 10, *, mode: str = "hybrid",
-               dim: int | None = None, model: str | None = None) -> list[pd.DataFrame]:
-        """Top-``k`` incidents per query: rank, score, number, text, display columns."""
+               dim: int | None = None, model: str | None = None,
+               where: np.ndarray | None = None, similarity: bool = False
+               ) -> list[pd.DataFrame]:
+        """Top-``k`` incidents per query: rank, score, number, text, display columns.
+
+        Args:
+            queries: incident text(s).
+            k: hits per query; mode: ``hybrid``, ``dense`` or ``bm25``; dim: Matryoshka dim.
+            model: only a check: it must be the index's own model.
+            where: boolean mask over the index rows (:func:`filter_mask`); rows outside
+                it are never returned.
+            similarity: add ``similarity``, the dense cosine of each hit (what the
+                likely-duplicate threshold is calibrated on), whatever the mode.
+        """
         if k <= 0:
             raise ItsmError("k must be positive", where="-k", fix="e.g. -k 5")
         self.check_model(model)
@@ -244,54 +258,137 @@ class SearchIndex:
         qs = [queries] if single else list(queries)
         if not qs or any(not str(q).strip() for q in qs):
             raise ItsmError("empty query", where="search", fix="pass the incident text")
-        s = self.scores(qs, mode=mode, dim=dim)
-        return [self._top(row, k) for row in s]
+        if mode not in MODES:
+            raise ItsmError(f"unknown search mode {mode!r}", where="--mode",
+                            fix=f"use one of {list(MODES)}")
+        dense = None if mode == "bm25" and not similarity else (
+            self.embed_queries(qs, dim) @ self.matrix(dim).T)
+        if mode == "bm25":
+            s = self.bm25_scores(qs)
+        elif mode == "dense":
+            s = dense
+        else:
+            s = self.fusion.fuse(dense, self.bm25_scores(qs))
+        if where is not None:
+            s = np.where(np.asarray(where, bool)[None, :], s, -np.inf)
+        return [self._top(row, k, None if dense is None or not similarity else dense[i])
+                for i, row in enumerate(s)]
 
-    def _top(self, row: np.ndarray, k: int) -> pd.DataFrame:
-        k = min(k, len(row))
+    def _top(self, row: np.ndarray, k: int, cosine: np.ndarray | None = None) -> pd.DataFrame:
+        k = min(k, int(np.isfinite(row).sum()))
+        if k <= 0:
+            return self.incidents.iloc[:0].assign(rank=[], score=[])
         idx = np.argpartition(-row, k - 1)[:k]
         idx = idx[np.argsort(-row[idx], kind="stable")]
         out = self.incidents.iloc[idx].copy()
+        if cosine is not None:
+            out.insert(0, "similarity", cosine[idx].astype(float))
         out.insert(0, "score", row[idx].astype(float))
         out.insert(0, "rank", np.arange(1, k + 1))
         return out.reset_index(drop=True)
 
-    # -- incremental add -----------------------------------------------------------------
-    def add(self, incidents: str | Path, *, columns: str | Path | None = None,
-            skip_existing: bool = False, encoding: str = "utf-8",
-            batch_size: int = 32) -> int:
-        """Encode and append new incidents (same model, text builder and dim); returns the
-        number added. Numbers already in the index are refused (or skipped)."""
+    def duplicate_threshold(self) -> dict[str, Any]:
+        """The likely-duplicate threshold stored with the index (``threshold`` None when it
+        could not be calibrated, with the reason in ``chosen_on``)."""
+        return self.meta.get("duplicates") or {
+            "threshold": None, "chosen_on": "not calibrated (index built before calibration "
+            "existed: rebuild it)"}
+
+    # -- generations (copy-on-write) -----------------------------------------------------
+    def _derived(self, emb: np.ndarray, incidents: pd.DataFrame, meta: dict) -> SearchIndex:
+        """A new in-memory generation sharing this one's encoder; readers holding this
+        object keep a consistent (old) view until they let go of it."""
+        new = object.__new__(SearchIndex)
+        new.__dict__ = {**self.__dict__, "embeddings": emb, "incidents": incidents,
+                        "meta": meta, "fusion": Fusion(**meta["fusion"]), "_bm25": None,
+                        "_by_dim": {self.dim: emb}}
+        return new
+
+    def _latest(self) -> SearchIndex:
+        """This object, or the generation on disk when another writer moved it on."""
+        on_disk = json.loads((self.path / INDEX_META_FILE).read_text(encoding="utf-8"))
+        if on_disk.get("generation") == self.meta.get("generation"):
+            return self
+        fresh = SearchIndex(self.path)
+        fresh._encoder = self._encoder
+        return fresh
+
+    def added(self, new: pd.DataFrame, *, source: str, sha256: str | None = None,
+              skip_existing: bool = False, batch_size: int = 32) -> tuple[SearchIndex, int]:
+        """The next generation with ``new`` incidents (``number``, ``text`` and display
+        columns, as :func:`_load_texts` gives them) encoded and appended.
+
+        The generation's files and then the manifest (atomically, the commit point) are
+        on disk before this returns: an acknowledged add survives a crash.
+
+        Returns:
+            ``(new generation, number added)``; this object is left unchanged.
+
+        Raises:
+            ItsmError: numbers already indexed (unless ``skip_existing``).
+        """
         with file_lock(self.path / INDEX_META_FILE):
-            fresh = SearchIndex(self.path)  # another writer may have added meanwhile
-            txt = fresh.meta["text"]
-            new, _, _ = _load_texts(incidents, columns or txt.get("columns"), txt["fields"],
-                                    txt.get("max_chars_per_field"), encoding)
-            dup = new["number"].isin(set(fresh.incidents["number"]))
+            cur = self._latest()
+            dup = new["number"].isin(set(cur.incidents["number"]))
             if dup.any() and not skip_existing:
                 raise ItsmError(
                     f"{int(dup.sum())} incident number(s) are already in the index, e.g. "
-                    f"{new.loc[dup, 'number'].head(5).tolist()}", where=str(incidents),
+                    f"{new.loc[dup, 'number'].head(5).tolist()}", where=source,
                     fix="pass --skip-existing to add only the new ones (an edited incident "
                     "needs a rebuild)")
             new = new[~dup].reset_index(drop=True)
             if new.empty:
-                return 0
+                return cur, 0
             t0 = time.perf_counter()
-            emb = _encode_documents(fresh.encoder(), fresh.meta["model"], new["text"],
-                                    fresh.dim, batch_size)
+            emb = _encode_documents(cur.encoder(), cur.meta["model"], new["text"], cur.dim,
+                                    batch_size)
             secs = time.perf_counter() - t0
-            both = pd.concat([fresh.incidents, new[[c for c in new.columns
-                                                    if c in fresh.incidents.columns]]],
+            both = pd.concat([cur.incidents, new[[c for c in new.columns
+                                                  if c in cur.incidents.columns]]],
                              ignore_index=True)
-            fresh._commit(np.vstack([fresh.embeddings, emb]), both, {
-                "op": "add", "source": str(Path(incidents).resolve()),
-                "sha256": sha256_file(incidents), "n": len(new), "at": timestamp(),
-                "encode_seconds": round(secs, 2)})
-        self.__init__(self.path)
-        return len(new)
+            meta = cur._commit(np.vstack([cur.embeddings, emb]), both, {
+                "op": "add", "source": source, "sha256": sha256, "n": len(new),
+                "at": timestamp(), "encode_seconds": round(secs, 2)})
+            return cur._derived(np.vstack([cur.embeddings, emb]), both, meta), len(new)
 
-    def _commit(self, emb: np.ndarray, incidents: pd.DataFrame, event: dict) -> None:
+    def removed(self, numbers: Sequence[str]) -> tuple[SearchIndex, int]:
+        """The next generation without ``numbers`` (committed like :meth:`added`).
+
+        Returns:
+            ``(new generation, number removed)``; unknown numbers are not an error here
+            (the caller decides), and removing nothing commits nothing.
+        """
+        with file_lock(self.path / INDEX_META_FILE):
+            cur = self._latest()
+            drop = cur.incidents["number"].isin(set(map(str, numbers))).to_numpy()
+            if not drop.any():
+                return cur, 0
+            keep = ~drop
+            emb = np.ascontiguousarray(cur.embeddings[keep])
+            rest = cur.incidents[keep].reset_index(drop=True)
+            meta = cur._commit(emb, rest, {"op": "remove", "n": int(drop.sum()),
+                                           "numbers": sorted(map(str, numbers))[:100],
+                                           "at": timestamp()})
+            return cur._derived(emb, rest, meta), int(drop.sum())
+
+    def add(self, incidents: str | Path, *, columns: str | Path | None = None,
+            skip_existing: bool = False, encoding: str = "utf-8",
+            batch_size: int = 32) -> int:
+        """Encode and append new incidents of a file (same model, text builder and dim);
+        returns the number added. Numbers already in the index are refused (or skipped).
+        This object becomes the new generation."""
+        txt = self.meta["text"]
+        new, _, _ = _load_texts(incidents, columns or txt.get("columns"), txt["fields"],
+                                txt.get("max_chars_per_field"), encoding)
+        nxt, n = self.added(new, source=str(Path(incidents).resolve()),
+                            sha256=sha256_file(incidents), skip_existing=skip_existing,
+                            batch_size=batch_size)
+        self.__dict__.update(nxt.__dict__)
+        return n
+
+    def _commit(self, emb: np.ndarray, incidents: pd.DataFrame, event: dict) -> dict:
+        """Write the next generation's files, then its manifest (the commit point); the
+        previous generation's files are removed after. Returns the new manifest."""
         gen = int(self.meta.get("generation", 0)) + 1
         old = dict(self.meta.get("files", {}))
         files = _write_generation(self.path, gen, emb, incidents)
@@ -301,7 +398,7 @@ class SearchIndex:
         for name in old.values():
             if name not in files.values():
                 (self.path / name).unlink(missing_ok=True)
-        self.meta = meta
+        return meta
 
 
 def _write_generation(path: Path, gen: int, emb: np.ndarray, incidents: pd.DataFrame
@@ -331,8 +428,13 @@ def build_index(model: str, incidents: str | Path, out: str | Path, *,
                 columns: str | Path | None = None, text_fields: Sequence[str] | None = None,
                 max_chars_per_field: int | None = None, dim: int | None = None,
                 fusion: str = "auto", fusion_weight: float | None = None,
-                encoding: str = "utf-8", batch_size: int = 32) -> SearchIndex:
+                encoding: str = "utf-8", batch_size: int = 32,
+                duplicate_precision: float = DUPLICATE_PRECISION) -> SearchIndex:
     """Encode every incident with ``model`` into a new index folder ``out``.
+
+    The likely-duplicate threshold is calibrated on the same VALIDATION incidents
+    (:func:`_duplicates_on_validation`) for ``duplicate_precision`` and stored with the
+    index.
 
     ``fusion``: ``auto`` chooses method and weight on the labelled VALIDATION split of the
     file (:func:`choose_fusion`; with no labelled validation split the default equal-weight
@@ -382,6 +484,8 @@ def build_index(model: str, incidents: str | Path, out: str | Path, *,
     }
     idx = _bootstrap(out, meta, emb, df)
     idx._encoder = encoder
+    idx.meta["duplicates"] = _duplicates_on_validation(idx, incidents, columns,
+                                                       duplicate_precision)
     if fusion == "auto" and fusion_weight is None:
         chosen = _fusion_on_validation(idx, incidents, columns, dim)
     else:
@@ -402,6 +506,43 @@ def _bootstrap(out: Path, meta: dict, emb: np.ndarray, df: pd.DataFrame) -> Sear
     files = _write_generation(out, 1, emb, df)
     atomic_write_json(out / INDEX_META_FILE, {**meta, "generation": 1, "files": files})
     return SearchIndex(out)
+
+
+def _duplicates_on_validation(idx: SearchIndex, incidents: str | Path,
+                              columns: str | Path | None, precision: float,
+                              k: int = 10) -> dict[str, Any]:
+    """The dense-cosine threshold above which a validation query's top-``k`` neighbour
+    (among validation incidents, from the index's own embeddings) is truly relevant at
+    the top grade (same fine label, or a linked duplicate) with at least ``precision``;
+    never the test split. Records the precision and recall reached."""
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark
+    from itsm_core.metrics.stats import threshold_for_precision
+
+    txt = idx.meta["text"]
+    try:
+        val = build_benchmark(incidents, columns=columns, text_fields=txt["fields"],
+                              config=BenchmarkConfig(
+                                  query_split="validation",
+                                  max_chars_per_field=txt["max_chars_per_field"]))
+    except ItsmError as exc:
+        return {"threshold": None, "chosen_on": f"not calibrated: {exc.problem}"}
+    pos = {n: i for i, n in enumerate(idx.incidents["number"])}
+    if val.config.query_split != "validation" or not all(
+            n in pos for n in [*val.query_ids, *val.corpus_ids]):
+        return {"threshold": None, "chosen_on": "not calibrated: no labelled validation "
+                "split in the indexed incidents"}
+    q = idx.embeddings[[pos[n] for n in val.query_ids]]
+    c = idx.embeddings[[pos[n] for n in val.corpus_ids]]
+    sims = np.where(_self_mask(val.query_ids, val.corpus_ids), -np.inf, q @ c.T)
+    grades = np.asarray(val.grades.todense() if hasattr(val.grades, "todense")
+                        else val.grades)
+    top = np.argsort(-sims, axis=1)[:, :k]
+    rows = np.arange(len(top))[:, None]
+    found = threshold_for_precision(sims[rows, top].ravel(),
+                                    (grades[rows, top] >= grades.max()).ravel(), precision)
+    return {**found, "on": "dense cosine", "k": k,
+            "chosen_on": f"validation split ({len(val.query_ids)} queries, top-{k} "
+            "neighbours)"}
 
 
 def _fusion_on_validation(idx: SearchIndex, incidents: str | Path,
@@ -501,3 +642,63 @@ def search_payload(idx: SearchIndex, queries: Sequence[str], results: list[pd.Da
     """``itsm search --json``: index, model, mode, dim and the hits of every query."""
     return {"index": str(idx.path), "model": idx.model_name, "mode": mode,
             "dim": dim or idx.dim, "results": results_records(results, queries)}
+
+
+RESOLVED_STATES = ("resolved", "closed", "cancelled", "canceled")
+"""States that count as resolved for ``resolved_only`` (ServiceNow's wording)."""
+
+
+def filter_mask(incidents: pd.DataFrame, filters: dict[str, Any] | None = None, *,
+                resolved_only: bool = False, opened_from: str | None = None,
+                opened_to: str | None = None) -> np.ndarray | None:
+    """Boolean mask of the index rows that pass the filters (None: no filter at all).
+
+    Args:
+        incidents: the index's incident table.
+        filters: ``{column: value or [values]}``: exact, case-insensitive matches on any
+            column the index holds (category, assignment_group, service, state, …).
+        resolved_only: only incidents whose ``state`` is resolved / closed, or that
+            carry resolution notes when the index has no state.
+        opened_from, opened_to: an inclusive ``opened_at`` range (ISO dates or times).
+
+    Raises:
+        ItsmError: a filter on a column the index does not hold (listing those it has),
+            or an unparsable date.
+    """
+    if not filters and not resolved_only and not opened_from and not opened_to:
+        return None
+    mask = np.ones(len(incidents), dtype=bool)
+    allowed = [c for c in incidents.columns if c not in ("text", "split")]
+    for col, wanted in (filters or {}).items():
+        if col not in allowed:
+            raise ItsmError(f"cannot filter on {col!r}: the index has no such column",
+                            where="filters", fix=f"filter on one of {allowed}")
+        values = {str(v).strip().lower() for v in (wanted if isinstance(wanted, list)
+                                                    else [wanted])}
+        mask &= incidents[col].astype("string").str.strip().str.lower().isin(values) \
+            .fillna(False).to_numpy()
+    if resolved_only:
+        if "state" in incidents.columns:
+            mask &= incidents["state"].astype("string").str.strip().str.lower().isin(
+                RESOLVED_STATES).fillna(False).to_numpy()
+        elif "resolution_notes" in incidents.columns:
+            mask &= (incidents["resolution_notes"].astype("string").fillna("")
+                     .str.strip() != "").to_numpy()
+        else:
+            raise ItsmError("resolved_only needs a state or resolution_notes column",
+                            where="resolved_only", fix="drop the filter for this index")
+    if opened_from or opened_to:
+        if "opened_at" not in incidents.columns:
+            raise ItsmError("the index has no opened_at column", where="opened_from/opened_to",
+                            fix="drop the date filter for this index")
+        opened = pd.to_datetime(incidents["opened_at"], errors="coerce", utc=True)
+        for bound, keep in ((opened_from, lambda o, b: o >= b), (opened_to, lambda o, b: o <= b)):
+            if bound:
+                try:
+                    b = pd.Timestamp(bound)
+                except ValueError as exc:
+                    raise ItsmError(f"not a date: {bound!r}", where="opened_from/opened_to",
+                                    fix="use an ISO date such as 2026-11-30") from exc
+                b = b.tz_localize("UTC") if b.tzinfo is None else b.tz_convert("UTC")
+                mask &= keep(opened, b).fillna(False).to_numpy()
+    return mask

@@ -155,3 +155,104 @@ def bench_search(n: int = 50_000, index: str | Path | None = None) -> dict[str, 
         except ItsmError:
             index = None
     return search_latency(n=n, index=index)
+
+
+def serve_latency(index: str | Path | None = None, *, n_requests: int = 200,
+                  concurrency: tuple[int, ...] = (1, 8), k: int = 10, mode: str = "hybrid",
+                  seed: int = SEED, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """``itsm bench serve``: ``POST /similar`` through the real HTTP stack against the
+    in-process search call, side by side in one run.
+
+    The service runs in this process (uvicorn on a free loopback port, model and index
+    loaded once); clients are threads with one HTTP connection each. Queries are the
+    index's validation incidents (or any incidents when it has no split), sampled with
+    ``seed``. Every figure is printed and saved; nothing is asserted.
+
+    Args:
+        index: the index folder (default: the newest bundled index).
+        n_requests: requests per setting; concurrency: client counts to measure.
+        k, mode: the search every request makes.
+        seed: query sample; out_dir: where the JSON goes (default models/results/bench).
+
+    Returns:
+        ``rows`` (setting, clients, requests/s, p50 / p95 ms), the in-process row first,
+        and ``overhead`` (p50 of one HTTP client / p50 in process).
+    """
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import numpy as np
+    import uvicorn
+
+    from itsm_core.serving.index import latest_index
+    from itsm_core.serving.service import ServiceConfig, create_app
+
+    folder = Path(index) if index else latest_index()
+    app = create_app(ServiceConfig(indexes={"bench": folder}))
+    idx = app.state.collections["bench"].current  # the service's own loaded index
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        inc = idx.incidents
+        pool = inc[inc["split"] == "validation"] if "split" in inc.columns else inc
+        pool = pool if len(pool) else inc
+        rng = np.random.default_rng(seed)
+        queries = pool["text"].iloc[rng.choice(len(pool), size=min(n_requests, len(pool)),
+                                               replace=len(pool) < n_requests)].tolist()
+        idx.search(queries[0], k=k, mode=mode)  # warm: BM25 built, caches filled
+        times = []
+        t_all = time.perf_counter()
+        for q in queries:
+            t0 = time.perf_counter()
+            idx.search(q, k=k, mode=mode)
+            times.append(time.perf_counter() - t0)
+        rows = [{"setting": "in-process SearchIndex.search", "clients": 1,
+                 "requests_per_s": round(len(queries) / (time.perf_counter() - t_all), 1),
+                 **_percentiles_ms(times)}]
+        for clients in concurrency:
+            rows.append(_http_row(base, queries, clients, k, mode, httpx, ThreadPoolExecutor))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    http1 = next((r for r in rows[1:] if r["clients"] == 1), None)
+    result: dict[str, Any] = {
+        "index": str(folder), "incidents": len(idx), "k": k, "mode": mode,
+        "n_requests": len(queries), "torch_threads": torch.get_num_threads(), "rows": rows,
+        "overhead_p50_http_over_in_process": round(http1["p50_ms"] / rows[0]["p50_ms"], 2)
+        if http1 and rows[0]["p50_ms"] else None}
+    out = Path(out_dir or RESULTS_DIR / "bench")
+    atomic_write_json(out / f"serve_latency_{timestamp()}.json", result)
+    return result
+
+
+def _http_row(base: str, queries: list[str], clients: int, k: int, mode: str, httpx: Any,
+              executor: Any) -> dict[str, Any]:
+    """One concurrency setting: ``clients`` threads, each with its own connection."""
+    chunks = [queries[i::clients] for i in range(clients)]
+
+    def run(chunk: list[str]) -> list[float]:
+        out = []
+        with httpx.Client(base_url=base, timeout=120) as c:
+            for q in chunk:
+                t0 = time.perf_counter()
+                r = c.post("/similar", json={"text": q[:20_000], "k": k, "mode": mode})
+                r.raise_for_status()
+                out.append(time.perf_counter() - t0)
+        return out
+
+    t_all = time.perf_counter()
+    with executor(max_workers=clients) as ex:
+        times = [t for part in ex.map(run, chunks) for t in part]
+    return {"setting": "HTTP POST /similar", "clients": clients,
+            "requests_per_s": round(len(times) / (time.perf_counter() - t_all), 1),
+            **_percentiles_ms(times)}

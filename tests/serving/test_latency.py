@@ -22,3 +22,23 @@ def test_bench_search_without_an_index_times_the_synthetic_corpus(isolated_resul
     res = bench_search(200)
     assert {r["corpus"] for r in res["rows"]} == {"synthetic unit vectors (n=200)"}
     assert "encode_query" not in res
+
+
+def test_serve_latency_measures_http_beside_in_process(tmp_path):
+    from conftest import tiny_frame
+    from deploy_fixtures import make_tiny_model
+
+    from itsm_core.serving.index import build_index
+    from itsm_core.serving.latency import serve_latency
+
+    model = make_tiny_model(tmp_path / "model")
+    tiny_frame().to_csv(tmp_path / "incidents.csv", index=False)
+    index = build_index(str(model), tmp_path / "incidents.csv", tmp_path / "idx").path
+    res = serve_latency(index, n_requests=12, concurrency=(1, 3), out_dir=tmp_path / "b")
+    settings = [(r["setting"], r["clients"]) for r in res["rows"]]
+    assert settings == [("in-process SearchIndex.search", 1), ("HTTP POST /similar", 1),
+                        ("HTTP POST /similar", 3)]
+    for r in res["rows"]:
+        assert r["requests_per_s"] > 0 and 0 <= r["p50_ms"] <= r["p95_ms"]
+    assert res["overhead_p50_http_over_in_process"] > 0 and res["n_requests"] == 12
+    assert len(list((tmp_path / "b").glob("serve_latency_*.json"))) == 1
