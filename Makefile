@@ -92,6 +92,7 @@ export: env  ## INT8 ONNX export of the pipeline's fine-tuned MiniLM (it_tickets
 index: env  ## bundled search index over it_tickets (newest export) + latency bench + reports/export_search.html
 	$(ITSM) index build --model latest-export --dataset it_tickets
 	$(ITSM) bench search
+	$(ITSM) bench serve   # POST /similar over HTTP vs the in-process search, 1 and 8 clients
 	$(ITSM) report export
 
 report: env

@@ -146,6 +146,27 @@ def index_info(
     _print_index_info(open_index(index))
 
 
+@index_app.command("calibrate")
+@friendly
+def index_calibrate(
+    index: Annotated[Path | None, typer.Argument(help="index folder (default: newest)")] =
+    None,
+    precision: Annotated[float, typer.Option(
+        help="precision the likely-duplicate threshold must reach on validation")] = 0.9,
+) -> None:
+    """Choose the likely-duplicate threshold on the index's VALIDATION incidents and store
+    it with the index (the service's default; adjustable per request)."""
+    from itsm_core.serving.index import calibrate_duplicates
+
+    found = calibrate_duplicates(index, precision)
+    if found.get("threshold") is None:
+        out.print(f"no threshold stored: {found.get('chosen_on')}")
+        return
+    out.print(f"likely duplicate: dense cosine >= {found['threshold']:.4f} — precision "
+              f"{found['precision']:.3f}, recall {found['recall']:.3f} of the top-grade "
+              f"pairs among the top-{found['k']} neighbours ({found['chosen_on']})")
+
+
 def _print_index_info(idx) -> None:  # noqa: ANN001 - SearchIndex
     m = idx.meta
     t = Table(title=f"index {idx.path}", show_header=False)

@@ -215,6 +215,28 @@ def timing_table(path: str | Path | None = None) -> Table:
                  [record.get("git_commit") or ""], _date(record.get("finished")))
 
 
+def serve_table(bench_dir: str | Path | None = None) -> Table:
+    """The newest ``itsm bench serve``: HTTP vs in-process search, requests/s and p50/p95."""
+    from itsm_core.core.config import RESULTS_DIR
+    from itsm_core.runs.store import latest_file
+
+    found = latest_file(bench_dir or RESULTS_DIR / "bench", "serve_latency_*.json")
+    if found is None:
+        raise ItsmError("no serve benchmark yet", where=str(bench_dir or RESULTS_DIR / "bench"),
+                        fix="run `itsm bench serve` (make index does)")
+    import json
+
+    res = json.loads(found.read_text(encoding="utf-8"))
+    rows = pd.DataFrame(res["rows"])[["setting", "clients", "requests_per_s", "p50_ms",
+                                      "p95_ms"]]
+    md = (rows.to_markdown(index=False) + f"\n\n{res['mode']} top-{res['k']} over "
+          f"{res['incidents']:,} incidents, {res['n_requests']} requests per setting "
+          f"(validation texts); HTTP overhead at p50 (1 client / in process): "
+          f"{res['overhead_p50_http_over_in_process']}x.")
+    stamp = found.stem.rsplit("_", 1)[-1]
+    return Table("serve", md, [_rel(found)], [], _date(stamp))
+
+
 TABLES: dict[str, Callable[[], Table]] = {
     "leaderboard": leaderboard_table,
     "paired": paired_table,
@@ -222,6 +244,7 @@ TABLES: dict[str, Callable[[], Table]] = {
     "export": export_table,
     "index": index_table,
     "timing": timing_table,
+    "serve": serve_table,
 }
 """Every generated README table, by the name its marker uses."""
 

@@ -702,3 +702,22 @@ def filter_mask(incidents: pd.DataFrame, filters: dict[str, Any] | None = None, 
                 b = b.tz_localize("UTC") if b.tzinfo is None else b.tz_convert("UTC")
                 mask &= keep(opened, b).fillna(False).to_numpy()
     return mask
+
+
+def calibrate_duplicates(index: str | Path | None = None,
+                         precision: float = DUPLICATE_PRECISION) -> dict[str, Any]:
+    """(Re-)calibrate an index's likely-duplicate threshold on the VALIDATION incidents of
+    the file it was built from (its own embeddings; nothing is re-encoded) and store it in
+    the manifest (atomically, under the index lock). For indexes built before the
+    threshold existed, or to choose another precision.
+
+    Returns:
+        The stored calibration (threshold, precision and recall reached, counts).
+    """
+    folder = Path(index) if index else latest_index()
+    with file_lock(folder / INDEX_META_FILE):
+        idx = SearchIndex(folder)
+        found = _duplicates_on_validation(idx, idx.meta["source"]["incidents"],
+                                          idx.meta["text"].get("columns"), precision)
+        atomic_write_json(folder / INDEX_META_FILE, {**idx.meta, "duplicates": found})
+    return found

@@ -303,3 +303,15 @@ def test_itsm_serve_answers_on_loopback(index_dir):
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_calibrate_stores_the_threshold_in_the_manifest(index_dir):
+    from itsm_core.serving.index import calibrate_duplicates
+
+    found = calibrate_duplicates(index_dir, precision=0.5)
+    assert SearchIndex(index_dir).duplicate_threshold() == json.loads(
+        json.dumps(found))
+    assert found["target_precision"] == 0.5 and found["k"] == 10
+    if found["threshold"] is not None:
+        assert found["precision"] >= 0.5
+    assert SearchIndex(index_dir).meta["generation"] == 1  # not a new generation
