@@ -540,9 +540,10 @@ def _duplicates_on_validation(idx: SearchIndex, incidents: str | Path,
     rows = np.arange(len(top))[:, None]
     found = threshold_for_precision(sims[rows, top].ravel(),
                                     (grades[rows, top] >= grades.max()).ravel(), precision)
-    return {**found, "on": "dense cosine", "k": k,
-            "chosen_on": f"validation split ({len(val.query_ids)} queries, top-{k} "
-            "neighbours)"}
+    where = f"validation split ({len(val.query_ids)} queries, top-{k} neighbours)"
+    if found["threshold"] is None:
+        where = f"not calibrated: no threshold reaches precision {precision} on the {where}"
+    return {**found, "on": "dense cosine", "k": k, "chosen_on": where}
 
 
 def _fusion_on_validation(idx: SearchIndex, incidents: str | Path,

@@ -84,7 +84,7 @@ async function start() {
     const info = await call("GET", "/info");
     $("info").textContent = `${info.incidents} incidents · model ${info.model} · ` +
       `${info.dim}-d · duplicate threshold ` +
-      (info.duplicates.threshold === null ? "not calibrated" :
+      (info.duplicates.threshold === null ? info.duplicates.chosen_on :
         `${info.duplicates.threshold.toFixed(3)} (precision ${info.duplicates.target_precision} on validation)`);
     for (const c of info.categories || []) {
       const o = document.createElement("option"); o.textContent = c; $("category").appendChild(o);
