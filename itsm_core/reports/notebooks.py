@@ -43,18 +43,27 @@ def run_report(notebook: str, parameters: dict[str, Any], *, output: str | Path 
     html_path = Path(output) if output else reports_dir / f"{name}.html"
     executed = reports_dir / "executed" / f"{name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    # figures must render inline in the executed notebook whatever the caller's backend
-    old_backend = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    # figures must render inline in the executed notebook whatever the caller's backend;
+    # progress bars belong in a terminal, not in a report (the kernel inherits this env)
+    kernel_env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                  "TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    saved = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
     try:
         pm.execute_notebook(str(src), str(executed), parameters=parameters,
                             kernel_name=kernel, progress_bar=False, cwd=str(notebooks_dir))
     finally:
-        if old_backend is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = old_backend
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     nb = nbformat.read(executed, as_version=4)
+    # the HTML shows results; warnings and logs stay in the executed notebook (debugging)
+    for cell in nb.cells:
+        if cell.get("outputs"):
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                            exclude_output_prompt=True).from_notebook_node(nb)
     atomic_write_text(html_path, body)

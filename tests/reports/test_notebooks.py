@@ -119,3 +119,27 @@ def test_report_unknown_notebook(tmp_path: Path) -> None:
 
     with pytest.raises(ItsmError, match="04_evaluate_v2"):
         run_report("99_nope", {}, reports_dir=tmp_path, notebooks_dir=NOTEBOOK_DIR)
+
+
+def test_report_html_shows_results_not_logs(tmp_path: Path) -> None:
+    """stderr (warnings, logs) stays in the executed notebook; progress bars never start."""
+    from itsm_core.reports.notebooks import run_report
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import sys\nfrom tqdm.auto import tqdm\n"
+        "print('a warning nobody should see', file=sys.stderr)\n"
+        "total = sum(tqdm(range(3), desc='progress-bar-here'))\nprint('result', total + x)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    (tmp_path / "nbs").mkdir()
+    nbformat.write(nb, tmp_path / "nbs" / "noisy.ipynb")
+    html = run_report("noisy", {"x": 1}, output=tmp_path / "n.html", notebooks_dir=tmp_path /
+                      "nbs", reports_dir=tmp_path / "rep").read_text(encoding="utf-8")
+    assert "result 4" in html
+    assert "a warning nobody should see" not in html and "progress-bar-here" not in html
+    outputs = " ".join(str(o.get("text", "")) for c in _read(
+        tmp_path / "rep" / "executed" / "noisy.ipynb").cells for o in c.get("outputs", []))
+    assert "a warning nobody should see" in outputs and "progress-bar-here" not in outputs
