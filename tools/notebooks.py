@@ -120,14 +120,18 @@ AUGMENT = notebook([
            "negations, product names, versions). Its effect on the benchmark is measured "
            "in the ablation (`itsm ablation`), not assumed."),
     ("params", ""),
-    ("code", "from itsm_core.pairs import augment\n"
+    ("code", "%matplotlib inline\n"
+             "from itsm_core.pairs import augment\n"
+             "from itsm_core.reports import plots\n"
              "from itsm_core.training import finetune as train\n\n"
              "pairs, quality = train.make_pairs(dataset)\n"
              "cfg = augment.AugmentConfig(expansion_factor=expansion_factor,\n"
              "                            methods=methods, seed=seed)\n"
              "augmented = augment.augment_pairs(pairs, cfg)"),
-    ("md", "## Class balance before and after"),
-    ("code", "augment.balance_report(pairs, augmented)"),
+    ("md", "## Class balance before and after\n\n"
+           "Share of training pairs per fine label (augmentation copies pairs at random, "
+           "so the balance should barely move)."),
+    ("code", "plots.class_balance(augment.balance_report(pairs, augmented));"),
     ("md", "## Examples (original → augmented)"),
     ("code", "augment.examples(augmented, n=12)"),
 ], params="# papermill parameters\n"

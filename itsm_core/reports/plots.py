@@ -173,3 +173,19 @@ def comparison_plot(table, metric: str = "ndcg@10"):  # noqa: ANN001 - DataFrame
     from itsm_core.training.distill import comparison_board
 
     return stage_plot(comparison_board(table), metric, by="role")
+
+
+def class_balance(report: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Share of training pairs per label before and after augmentation, as paired bars
+    (the rows of :func:`itsm_core.pairs.augment.balance_report`)."""
+    rep = report.sort_values("share_before")
+    y = np.arange(len(rep))
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(rep) + 1.5))
+    ax.barh(y - 0.2, rep["share_before"], height=0.4, label="before", color="#999999")
+    ax.barh(y + 0.2, rep["share_after"], height=0.4, label="after", color="#3b75af")
+    ax.set_yticks(y, rep["label"].astype(str), fontsize=7)
+    ax.set_xlabel("share of training pairs")
+    ax.legend(loc="lower right")
+    ax.set_title(title or "class balance before / after augmentation")
+    fig.tight_layout()
+    return fig

@@ -42,3 +42,13 @@ def test_training_curves_plot_loss_and_validation():
 def test_stage_plot_is_none_without_test_rows():
     table = pd.DataFrame({"stage": ["base"], "dataset": ["a"], "note": ["not evaluated"]})
     assert plots.stage_plot(table) is None
+
+
+def test_class_balance_pairs_before_and_after_bars():
+    rep = pd.DataFrame({"label": [0, 1, 2], "n_before": [5, 3, 2], "share_before": [.5, .3, .2],
+                        "n_after": [8, 4, 3], "share_after": [.53, .27, .2]})
+    fig = plots.class_balance(rep)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 6
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["2", "1", "0"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["before", "after"]
