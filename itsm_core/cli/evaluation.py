@@ -29,8 +29,11 @@ def models_cmd() -> None:
 @friendly
 def evaluate_cmd(
     model: Annotated[str, typer.Option(help="registry key, model folder, hub id, tfidf or bm25")],
-    incidents: Annotated[Path, typer.Option(help="incidents file (CSV, JSON, JSONL, Parquet)")],
     out_dir: Annotated[Path, typer.Option("--out", help="new directory for this run")],
+    incidents: Annotated[Path | None, typer.Option(
+        help="incidents file (CSV, JSON, JSONL, Parquet)")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="a bundled or added data set instead of --incidents (its test split)")] = None,
     columns: Annotated[str | None, typer.Option(
         help="column mapping: 'servicenow' or a mapping JSON file")] = None,
     labels: Annotated[str | None, typer.Option(
@@ -52,7 +55,8 @@ def evaluate_cmd(
 
     cfg = BenchmarkConfig(query_split=split, corpus=corpus, n_resamples=bootstrap,
                           allow_label_leakage=allow_label_leakage)
-    rec = evaluate_file(model, incidents, out_dir, columns=columns, labels=csv_list(labels),
+    rec = evaluate_file(model, incidents, out_dir, dataset=dataset, columns=columns,
+                        labels=csv_list(labels),
                         links=links, text_fields=csv_list(text_fields), config=cfg,
                         encoding=encoding, leaderboard=leaderboard)
     print_record(rec)

@@ -252,11 +252,22 @@ def build_all(names: list[str] | None = None, raw_dir: Path = RAW_DIR,
     return {n: BUILDERS[n](raw_dir=raw_dir, out_dir=out_dir, seed=seed) for n in names}
 
 
+def registered_names(out_dir: Path = PROCESSED_DIR) -> list[str]:
+    """Data sets added with ``itsm data add`` (a processed file with its manifest)."""
+    return sorted(p.name[: -len(".meta.json")] for p in Path(out_dir).glob("*.meta.json")
+                  if p.name[: -len(".meta.json")] not in BUILDERS
+                  and (p.parent / (p.name[: -len(".meta.json")] + ".parquet")).exists())
+
+
 def processed_path(name: str, out_dir: Path = PROCESSED_DIR) -> Path:
-    """Path of a bundled processed data set, with a clear error when not built yet."""
-    if name not in BUILDERS:
-        raise ItsmError(f"unknown data set {name!r}", fix=f"choose from {list(BUILDERS)}")
+    """Path of a processed data set — bundled or added with ``itsm data add`` — with a
+    clear error when it is unknown or not built yet."""
     p = out_dir / f"{name}.parquet"
+    if name not in BUILDERS and not (p.exists() and sidecar_path(p).exists()):
+        known = [*BUILDERS, *registered_names(out_dir)]
+        raise ItsmError(f"unknown data set {name!r}", where="--dataset",
+                        fix=f"choose from {known}, or register yours: itsm data add {name} "
+                        "--incidents FILE")
     if not p.exists():
         raise ItsmError("data set not built yet", where=str(p), fix="run `itsm data build`")
     return p

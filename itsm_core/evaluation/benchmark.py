@@ -507,7 +507,8 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
     return record
 
 
-def evaluate_file(model: str, incidents: str | Path, out: str | Path, *,
+def evaluate_file(model: str, incidents: str | Path | None, out: str | Path, *,
+                  dataset: str | None = None,
                   columns: str | Path | None = None, labels: list[str] | None = None,
                   links: str | Path | None = None, text_fields: list[str] | None = None,
                   config: BenchmarkConfig | None = None, encoding: str = "utf-8",
@@ -516,8 +517,9 @@ def evaluate_file(model: str, incidents: str | Path, out: str | Path, *,
 
     Args:
         model: any model spec (see :func:`itsm_core.encoders.factory.load_scorer`).
-        incidents: CSV / JSON / JSONL / Parquet export.
+        incidents: CSV / JSON / JSONL / Parquet export (or None with ``dataset``).
         out: a NEW run directory (refused when it already holds a run).
+        dataset: a bundled or added data set (``itsm data add``) instead of ``incidents``.
         columns: column mapping (``servicenow`` or a mapping JSON file).
         labels: label hierarchy for graded relevance; links: duplicate-link CSV.
         text_fields: the fields embedded as text.
@@ -529,7 +531,13 @@ def evaluate_file(model: str, incidents: str | Path, out: str | Path, *,
         The run's metrics.json record.
     """
     from itsm_core.core.io import new_run_dir
+    from itsm_core.data.datasets import processed_path
 
+    if (incidents is None) == (dataset is None):
+        raise ItsmError("give the incidents file or a data set name, not both / neither",
+                        where="--incidents / --dataset",
+                        fix="e.g. --dataset it_tickets, or --incidents export.csv")
+    incidents = processed_path(dataset) if dataset else incidents
     if not Path(incidents).exists():
         raise ItsmError("incidents file not found", where=str(incidents),
                         fix="check the path (bundled data: run `itsm data build` first)")

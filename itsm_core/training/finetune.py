@@ -586,6 +586,8 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         if eval_dir.exists():  # a resumed run keeps its earlier evaluation
             eval_dir = unique_run_dir(run_dir, "evaluate")
         record = evaluate_model(str(model_dir), bench, eval_dir, leaderboard=LEADERBOARD_CSV)
+        # the run's test result beside the model, with the keys of `itsm evaluate`
+        atomic_write_json(run_dir / "test_metrics.json", record)
     meta["total_seconds"] = round(time.time() - t_start, 1)
     atomic_write_json(run_dir / "train_meta.json", meta)
     return TrainResult(run_dir, model_dir, meta, record)
