@@ -18,7 +18,7 @@ import typer
 from itsm_core.cli import evaluation, experiments, serving, training
 from itsm_core.cli.common import friendly
 from itsm_core.cli.data import data_app
-from itsm_core.cli.reports import readme_cmd, report_app
+from itsm_core.cli.reports import pipeline_cmd, readme_cmd, report_app
 from itsm_core.core import compat
 
 # no model hub at run time unless the user explicitly allows it
@@ -47,7 +47,7 @@ COMMANDS = {
     "ablation": experiments.ablation_cmd, "sweep": experiments.sweep_cmd,
     "bench": experiments.bench_cmd,
     "export": serving.export_cmd, "search": serving.search_cmd, "serve": serving.serve_cmd,
-    "readme": readme_cmd,
+    "readme": readme_cmd, "pipeline": pipeline_cmd,
 }
 """Top-level commands; groups (data, index, report, timing) are sub-applications."""
 

@@ -164,3 +164,26 @@ def readme_cmd(
     for name, path in refresh_readme(target, render=render, names=csv_list(tables)).items():
         out.print(f"{name:12s} -> {path}")
     out.print(f"README tables rewritten -> {target}")
+
+
+@friendly
+def pipeline_cmd(
+    dataset: Annotated[str, typer.Option(help="a bundled or added data set (itsm data add)")],
+    profile: Annotated[str, typer.Option(help="fine-tune profile: default, full, smoke")] =
+    "default",
+    models: Annotated[str, typer.Option(help="baselines / zero-shot models beside it")] =
+    "tfidf,bm25,minilm",
+) -> None:
+    """The main job on one data set: baselines, pairs, fine-tune, diagnose, export, index,
+    reports and leaderboard, every output named after the data set."""
+    from itsm_core.cli.common import print_rows
+    from itsm_core.reports.pipeline import run_pipeline
+
+    res = run_pipeline(dataset, profile=profile, models=tuple(csv_list(models) or ()),
+                       progress=out.print)
+    print_rows(("stage", "seconds", "status"),
+               ((s["name"], s["seconds"], s["status"]) for s in res.stages),
+               title=f"itsm pipeline --dataset {dataset} ({res.total_seconds} s)")
+    for k, v in res.outputs.items():
+        out.print(f"{k:16s} {v}")
+    out.print(f"serve it: itsm serve --index {res.outputs['index']}")

@@ -98,11 +98,11 @@ def _run(notebook: str, parameters: dict[str, Any], output: str | Path | None,
         raise
 
 
-def report_evaluate(models: str | None, datasets: str, output: str | Path | None = None
-                    ) -> Path:
-    """notebooks/04_evaluate_v2 → ``reports/evaluate_v2.html`` (leaderboard, curves)."""
+def report_evaluate(models: str | None, datasets: str, output: str | Path | None = None,
+                    name: str = "evaluate_v2") -> Path:
+    """notebooks/04_evaluate_v2 → ``reports/<name>.html`` (leaderboard, curves)."""
     return _run("04_evaluate_v2", {"models": models or "", "datasets": datasets}, output,
-                "evaluate_v2")
+                name)
 
 
 def report_train(model: str, dataset: str, profile: str, output: str | Path | None = None
@@ -121,22 +121,22 @@ def report_augment(dataset: str, expansion_factor: float, output: str | Path | N
 
 def report_export(export_dir: str | Path | None, index_dir: str | Path | None, dataset: str,
                   bootstrap: int, output: str | Path | None = None) -> Path:
-    """notebooks/08_export_search → ``reports/export_search.html``."""
+    """notebooks/08_export_search → ``reports/export_search[_<dataset>].html``."""
     return _run("08_export_search", {
         # absolute: the notebook runs with notebooks/ as its working directory
         "export_dir": str(Path(export_dir).resolve()) if export_dir else "",
         "index_dir": str(Path(index_dir).resolve()) if index_dir else "",
-        "dataset": dataset, "bootstrap": bootstrap}, output, "export_search")
+        "dataset": dataset, "bootstrap": bootstrap}, output, f"export_search{_suffix(dataset)}")
 
 
 def report_diagnose(models: list[str], extra_models: list[str], dataset: str, n_pairs: int,
                     min_pairs: int, seed: int, output: str | Path | None = None) -> Path:
-    """notebooks/05_adversarial_diagnostic → ``reports/adversarial_diagnostic.html``
-    (fails, with the counts, when the adversarial set cannot be built)."""
+    """notebooks/05_adversarial_diagnostic → ``reports/adversarial_diagnostic[_<dataset>]
+    .html`` (fails, with the counts, when the adversarial set cannot be built)."""
     return _run("05_adversarial_diagnostic", {
         "models": ",".join(models), "dataset": dataset, "extra_models": ",".join(extra_models),
         "n_pairs": n_pairs, "min_pairs": min_pairs, "seed": seed}, output,
-        "adversarial_diagnostic")
+        f"adversarial_diagnostic{_suffix(dataset)}")
 
 
 def report_pretrain(model: str, dataset: str, method: str, profile: str, train_profile: str,
