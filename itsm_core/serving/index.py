@@ -34,7 +34,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -484,10 +484,10 @@ def build_index(model: str, incidents: str | Path, out: str | Path, *,
     }
     idx = _bootstrap(out, meta, emb, df)
     idx._encoder = encoder
-    idx.meta["duplicates"] = _duplicates_on_validation(idx, incidents, columns,
-                                                       duplicate_precision)
+    view = _validation_view(idx, incidents, columns)
+    idx.meta["duplicates"] = _duplicates_on_validation(view, duplicate_precision)
     if fusion == "auto" and fusion_weight is None:
-        chosen = _fusion_on_validation(idx, incidents, columns, dim)
+        chosen = _fusion_on_validation(view)
     else:
         method = "weighted" if fusion == "auto" else fusion
         chosen = Fusion(method, 0.5 if fusion_weight is None else float(fusion_weight),
@@ -508,15 +508,21 @@ def _bootstrap(out: Path, meta: dict, emb: np.ndarray, df: pd.DataFrame) -> Sear
     return SearchIndex(out)
 
 
-def _duplicates_on_validation(idx: SearchIndex, incidents: str | Path,
-                              columns: str | Path | None, precision: float,
-                              k: int = 10) -> dict[str, Any]:
-    """The dense-cosine threshold above which a validation query's top-``k`` neighbour
-    (among validation incidents, from the index's own embeddings) is truly relevant at
-    the top grade (same fine label, or a linked duplicate) with at least ``precision``;
-    never the test split. Records the precision and recall reached."""
+@dataclass
+class _Validation:
+    """The labelled VALIDATION incidents of an indexed file, with their index embeddings
+    (nothing re-encoded), or why there are none (``reason``)."""
+
+    bench: Any = None  # evaluation Benchmark with query_split "validation"
+    queries: np.ndarray | None = None
+    corpus: np.ndarray | None = None
+    reason: str = ""
+
+
+def _validation_view(idx: SearchIndex, incidents: str | Path,
+                     columns: str | Path | None) -> _Validation:
+    """What the index may calibrate on: never the test split."""
     from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark
-    from itsm_core.metrics.stats import threshold_for_precision
 
     txt = idx.meta["text"]
     try:
@@ -525,15 +531,31 @@ def _duplicates_on_validation(idx: SearchIndex, incidents: str | Path,
                                   query_split="validation",
                                   max_chars_per_field=txt["max_chars_per_field"]))
     except ItsmError as exc:
-        return {"threshold": None, "chosen_on": f"not calibrated: {exc.problem}"}
+        logger.warning("nothing calibrated on validation: %s", exc.problem)
+        return _Validation(reason=f"no validation benchmark ({exc.problem})")
+    if val.split_scheme != "split" or val.config.query_split != "validation":
+        return _Validation(reason="the file has no labelled validation split")
     pos = {n: i for i, n in enumerate(idx.incidents["number"])}
-    if val.config.query_split != "validation" or not all(
-            n in pos for n in [*val.query_ids, *val.corpus_ids]):
-        return {"threshold": None, "chosen_on": "not calibrated: no labelled validation "
-                "split in the indexed incidents"}
-    q = idx.embeddings[[pos[n] for n in val.query_ids]]
-    c = idx.embeddings[[pos[n] for n in val.corpus_ids]]
-    sims = np.where(_self_mask(val.query_ids, val.corpus_ids), -np.inf, q @ c.T)
+    if not all(n in pos for n in [*val.query_ids, *val.corpus_ids]):
+        return _Validation(reason="validation incidents missing from the index")
+    return _Validation(val, idx.embeddings[[pos[n] for n in val.query_ids]],
+                       idx.embeddings[[pos[n] for n in val.corpus_ids]])
+
+
+def _duplicates_on_validation(view: _Validation, precision: float, k: int = 10
+                              ) -> dict[str, Any]:
+    """The dense-cosine threshold above which a validation query's top-``k`` neighbour
+    (among validation incidents) is truly relevant at the top grade (same fine label, or a
+    linked duplicate) with at least ``precision``. Records the precision and recall
+    reached."""
+    from itsm_core.metrics.stats import threshold_for_precision
+
+    if view.bench is None:
+        return {"threshold": None, "target_precision": precision,
+                "chosen_on": f"not calibrated: {view.reason}"}
+    val = view.bench
+    sims = np.where(_self_mask(val.query_ids, val.corpus_ids), -np.inf,
+                    view.queries @ view.corpus.T)
     grades = np.asarray(val.grades.todense() if hasattr(val.grades, "todense")
                         else val.grades)
     top = np.argsort(-sims, axis=1)[:, :k]
@@ -546,33 +568,17 @@ def _duplicates_on_validation(idx: SearchIndex, incidents: str | Path,
     return {**found, "on": "dense cosine", "k": k, "chosen_on": where}
 
 
-def _fusion_on_validation(idx: SearchIndex, incidents: str | Path,
-                          columns: str | Path | None, dim: int) -> Fusion:
-    """Choose the fusion on the labelled validation incidents of the indexed file, using
-    the index's own embeddings (nothing is re-encoded); never the test split."""
-    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark
-
-    txt = idx.meta["text"]
-    try:
-        val = build_benchmark(incidents, columns=columns, text_fields=txt["fields"],
-                              config=BenchmarkConfig(
-                                  query_split="validation",
-                                  max_chars_per_field=txt["max_chars_per_field"]))
-    except ItsmError as exc:
-        logger.warning("fusion weight not chosen on validation: %s", exc.problem)
-        return Fusion(chosen_on=f"default: no validation benchmark ({exc.problem})")
-    if val.split_scheme != "split" or val.config.query_split != "validation":
-        return Fusion(chosen_on="default: the file has no labelled validation split")
-    pos = {n: i for i, n in enumerate(idx.incidents["number"])}
-    if not all(n in pos for n in [*val.query_ids, *val.corpus_ids]):
-        return Fusion(chosen_on="default: validation incidents missing from the index")
-    q = idx.embeddings[[pos[n] for n in val.query_ids]]
-    c = idx.embeddings[[pos[n] for n in val.corpus_ids]]
+def _fusion_on_validation(view: _Validation) -> Fusion:
+    """The fusion with the best validation NDCG@10 (:func:`choose_fusion`)."""
     from itsm_core.encoders.scorers import BM25Scorer
 
+    if view.bench is None:
+        return Fusion(chosen_on=f"default: {view.reason}")
+    val = view.bench
     lex = BM25Scorer().score_matrix(val.texts.loc[val.query_ids].tolist(),
                                     val.texts.loc[val.corpus_ids].tolist())
-    return choose_fusion(q @ c.T, lex, val.grades, _self_mask(val.query_ids, val.corpus_ids),
+    return choose_fusion(view.queries @ view.corpus.T, lex, val.grades,
+                         _self_mask(val.query_ids, val.corpus_ids),
                          chosen_on=f"validation split ({len(val.query_ids)} queries)")
 
 
@@ -718,7 +724,7 @@ def calibrate_duplicates(index: str | Path | None = None,
     folder = Path(index) if index else latest_index()
     with file_lock(folder / INDEX_META_FILE):
         idx = SearchIndex(folder)
-        found = _duplicates_on_validation(idx, idx.meta["source"]["incidents"],
-                                          idx.meta["text"].get("columns"), precision)
+        found = _duplicates_on_validation(_validation_view(
+            idx, idx.meta["source"]["incidents"], idx.meta["text"].get("columns")), precision)
         atomic_write_json(folder / INDEX_META_FILE, {**idx.meta, "duplicates": found})
     return found
