@@ -61,6 +61,13 @@ def _rel(path: str | Path) -> str:
         return str(p)
 
 
+def _rel_text(value: object) -> object:
+    """Project paths inside a cell written relative to the project root."""
+    if not isinstance(value, str):
+        return value
+    return value.replace(str(PROJECT_ROOT.resolve()) + "/", "")
+
+
 def _commits_dates(board: pd.DataFrame) -> tuple[list[str], str | None]:
     commits = [str(c) for c in board.get("git_commit", pd.Series(dtype=str)).dropna()]
     stamps = board.get("timestamp", pd.Series(dtype=str)).dropna().astype(str)
@@ -157,7 +164,7 @@ def diagnose_table(dataset: str = "it_tickets", leaderboard: str | Path = LEADER
     test = bench.get("test_set") or {}
     note = ""
     if test:
-        b, s = test["bands"], test.get("selected", {})
+        b, s = test["bands"], test.get("counts", {})
         note = (f"\n\nTest split: {s.get('hard_positive', '?')} hard positives with "
                 f"{b['lexical']} ≤ {b['hard_positive'][1]:.3f}, {s.get('hard_negative', '?')} "
                 f"hard negatives with {b['lexical']} ≥ {b['hard_negative'][0]:.3f}; each "
@@ -193,6 +200,7 @@ def index_table(index_dir: str | Path | None = None) -> Table:
     summary = index_summary(folder)
     grid = fusion_grid(folder)
     idx = SearchIndex(folder)
+    summary["value"] = summary["value"].map(_rel_text)
     md = summary.to_markdown() + "\n\nFusion candidates (validation NDCG@10):\n\n" + \
         grid.round(4).to_markdown(index=False)
     return Table("index", md, [_rel(folder / "itsm_index.json")],
@@ -234,7 +242,7 @@ def serve_table(bench_dir: str | Path | None = None) -> Table:
           f"(validation texts); HTTP overhead at p50 (1 client / in process): "
           f"{res['overhead_p50_http_over_in_process']}x.")
     stamp = found.stem.rsplit("_", 1)[-1]
-    return Table("serve", md, [_rel(found)], [], _date(stamp))
+    return Table("serve", md, [_rel(found)], [res.get("git_commit") or ""], _date(stamp))
 
 
 TABLES: dict[str, Callable[[], Table]] = {

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from itsm_core.core.config import RESULTS_DIR, SEED
-from itsm_core.core.io import atomic_write_json, timestamp
+from itsm_core.core.io import atomic_write_json, git_commit, timestamp
 
 
 def _percentiles_ms(seconds: list[float]) -> dict[str, float]:
@@ -228,6 +228,7 @@ def serve_latency(index: str | Path | None = None, *, n_requests: int = 200,
     result: dict[str, Any] = {
         "index": str(folder), "incidents": len(idx), "k": k, "mode": mode,
         "n_requests": len(queries), "torch_threads": torch.get_num_threads(), "rows": rows,
+        "git_commit": git_commit(),
         "overhead_p50_http_over_in_process": round(http1["p50_ms"] / rows[0]["p50_ms"], 2)
         if http1 and rows[0]["p50_ms"] else None}
     out = Path(out_dir or RESULTS_DIR / "bench")
