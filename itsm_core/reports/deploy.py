@@ -203,7 +203,16 @@ def index_summary(index_dir: str | Path | None = None) -> pd.DataFrame:
         "embeddings MB": round(idx.embeddings.nbytes / 2**20, 1),
         "build seconds": build.get("build_seconds"),
         "encode sentences/s": build.get("sentences_per_s"),
-        "fusion": idx.fusion.describe()}})
+        "fusion": idx.fusion.describe(),
+        "likely duplicate": _duplicate_text(idx.duplicate_threshold())}})
+
+
+def _duplicate_text(found: dict) -> str:
+    if found.get("threshold") is None:
+        return str(found.get("chosen_on"))
+    return (f"dense cosine >= {found['threshold']:.4f}: precision {found['precision']:.3f}, "
+            f"recall {found['recall']:.3f} (target {found['target_precision']}; "
+            f"{found['chosen_on']})")
 
 
 def example_queries(queries: Sequence[str] | str, index_dir: str | Path | None = None,
