@@ -207,7 +207,10 @@ def _clean(value: Any) -> Any:
 
 
 def _hits(res: pd.DataFrame, threshold: float | None) -> list[dict[str, Any]]:
+    from itsm_core.serving.index import summaries
+
     rows = []
+    res = res.assign(summary=summaries(res)) if len(res) else res.assign(summary=[])
     for r in res.drop(columns=["text"], errors="ignore").to_dict("records"):
         r = {k: _clean(v) for k, v in r.items()}
         sim = r.get("similarity")

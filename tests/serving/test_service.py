@@ -87,7 +87,8 @@ def test_similar_returns_k_ranked_results(client):
     assert len(hits) == 5 and body["mode"] == "hybrid"
     for h in hits:
         assert {"number", "score", "likely_duplicate", "similarity", "short_description",
-                "category", "resolution_notes"} <= set(h)
+                "summary", "category", "resolution_notes"} <= set(h)
+        assert h["summary"]
         assert "text" not in h
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)

@@ -51,7 +51,7 @@ function render(data) {
       const s = document.createElement("span"); s.className = "badge"; s.textContent = "likely duplicate";
       dup.appendChild(s);
     }
-    tr.append(dup, cell(r.short_description || r.title || ""), cell(r.category || ""));
+    tr.append(dup, cell(r.summary || r.short_description || ""), cell(r.category || ""));
     tr.addEventListener("click", () => showIncident(r.number).catch(showError));
     body.appendChild(tr);
   }
