@@ -82,6 +82,8 @@ TRAIN = notebook([
            "optimizer and cosine schedule, model selection on the validation split, then "
            "evaluate_v2 on the held-out test split. Run by `itsm report train --model <key>`."),
     ("params", ""),
+    ("md", "## The data set"),
+    ("code", "from itsm_core.reports import views\n\nviews.dataset_card(dataset)"),
     ("code", "%matplotlib inline\n"
              "from itsm_core.reports import views as reports\n"
              "from itsm_core.reports import plots\n"
@@ -120,6 +122,8 @@ AUGMENT = notebook([
            "negations, product names, versions). Its effect on the benchmark is measured "
            "in the ablation (`itsm ablation`), not assumed."),
     ("params", ""),
+    ("md", "## The data set"),
+    ("code", "from itsm_core.reports import views\n\nviews.dataset_card(dataset)"),
     ("code", "%matplotlib inline\n"
              "from itsm_core.pairs import augment\n"
              "from itsm_core.reports import plots\n"
@@ -153,6 +157,9 @@ DIAGNOSE = notebook([
            "qualify, this notebook fails with the counts instead of passing. Built by "
            "`itsm report diagnose`; all logic lives in `itsm_core.evaluation.diagnostic`."),
     ("params", ""),
+    ("md", "## The data set"),
+    ("code", "from itsm_core.reports import views\n\n"
+             "views.dataset_card(dataset, incidents or None)"),
     ("code", "%matplotlib inline\n"
              "from itsm_core.evaluation import diagnostic as diagnose\n"
              "from itsm_core.reports import plots\n\n"
@@ -212,6 +219,8 @@ PRETRAIN = notebook([
            "config) on the held-out test split, with paired bootstrap CIs. Run by "
            "`itsm report pretrain`; all logic lives in `itsm_core.training.pretrain`."),
     ("params", ""),
+    ("md", "## The data set"),
+    ("code", "from itsm_core.reports import views\n\nviews.dataset_card(dataset)"),
     ("code", "%matplotlib inline\n"
              "from itsm_core.reports import plots\n"
              "from itsm_core.training import pretrain\n\n"
@@ -256,6 +265,8 @@ DISTILL = notebook([
            "quality with CIs and paired differences, size, encode speed. Run by "
            "`itsm report distill`; all logic lives in `itsm_core.training.distill`."),
     ("params", ""),
+    ("md", "## The data set"),
+    ("code", "from itsm_core.reports import views\n\nviews.dataset_card(dataset)"),
     ("code", "%matplotlib inline\n"
              "from itsm_core.reports import plots\n"
              "from itsm_core.training import distill, pretrain\n\n"
@@ -295,6 +306,8 @@ EXPORT_SEARCH = notebook([
            "validation split) against each alone on the test split, and example queries. "
            "Built by `itsm report export`; all logic lives in `itsm_core`."),
     ("params", ""),
+    ("md", "## The data set"),
+    ("code", "from itsm_core.reports import views\n\nviews.dataset_card(dataset)"),
     ("code", "from itsm_core.reports import deploy\n\n"
              "exported = deploy.export_tables(export_dir or None)"),
     ("md", "## Export: encode throughput, size and agreement with torch (same texts, "

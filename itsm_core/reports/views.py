@@ -139,3 +139,31 @@ def ablation_table(dataset: str = "it_tickets") -> pd.DataFrame:
         return pd.DataFrame({"note": [f"no ablation for {dataset} yet: run "
                                       f"`itsm ablation --dataset {dataset}`"]})
     return table
+
+
+def dataset_card(dataset: str, incidents: str | Path | None = None) -> pd.DataFrame:
+    """What a report is about: the data set's name, size, relevance kind and split sizes
+    (from its manifest), so a report shown around says which incidents it measured.
+
+    Args:
+        dataset: a bundled or added data set; incidents: a file used instead of it.
+    """
+    from itsm_core.data.datasets import processed_path, read_sidecar
+
+    try:
+        path = Path(incidents) if incidents else processed_path(dataset)
+    except ItsmError as exc:
+        return pd.DataFrame({"value": {"data set": dataset, "note": exc.problem}})
+    side = read_sidecar(path)
+    if side is None:
+        return pd.DataFrame({"value": {"data set": path.stem, "file": str(path)}})
+    c = side.counts
+    relevance = c.get("relevance") or ("+".join(
+        [*(["labels"] if side.labels else []), *(["links"] if side.links else [])]) or "none")
+    split = c.get("split", {})
+    return pd.DataFrame({"value": {
+        "data set": side.name, "incidents": c.get("incidents"),
+        "relevance": relevance + (f" ({', '.join(side.labels)})" if side.labels else ""),
+        "split (train / validation / test)": " / ".join(
+            str(split.get(s, 0)) for s in ("train", "validation", "test")),
+        "text fields": ", ".join(side.text_fields), "source": side.provenance}})

@@ -52,3 +52,23 @@ def test_class_balance_pairs_before_and_after_bars():
     assert len(ax.patches) == 6
     assert [t.get_text() for t in ax.get_yticklabels()] == ["2", "1", "0"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["before", "after"]
+
+
+def test_dataset_card_names_what_a_report_measured(tmp_path):
+    from conftest import tiny_frame
+
+    from itsm_core.data.datasets import DatasetManifest, sidecar_path
+    from itsm_core.reports.views import dataset_card
+
+    path = tmp_path / "tiny.csv"
+    tiny_frame().to_csv(path, index=False)
+    DatasetManifest(name="tiny", text_fields=["short_description", "description"],
+                    labels=["category", "subcategory"],
+                    counts={"incidents": 42, "split": {"train": 18, "validation": 12,
+                                                       "test": 12}}).save(sidecar_path(path))
+    card = dataset_card("ignored", path)["value"]
+    assert card["data set"] == "tiny" and card["incidents"] == 42
+    assert card["relevance"] == "labels (category, subcategory)"
+    assert card["split (train / validation / test)"] == "18 / 12 / 12"
+    # a report never fails on its header: an unknown data set becomes a note
+    assert "unknown data set" in dataset_card("no_such_set")["value"]["note"]
