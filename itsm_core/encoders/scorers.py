@@ -76,6 +76,31 @@ class TfidfScorer:
         return np.asarray(va.multiply(vb).sum(axis=1)).ravel().astype(np.float32)
 
 
+def bm25_index(corpus: Sequence[str], k1: float = 1.5, b: float = 0.75):
+    """(tokenizer, bm25s retriever) over ``corpus`` (English stop words): the one BM25 set-up
+    of the baseline and of the search index."""
+    import bm25s
+    from bm25s.tokenization import Tokenizer
+
+    tok = Tokenizer(stopwords="en")
+    ids = tok.tokenize(list(corpus), return_as="ids", update_vocab=True, show_progress=False)
+    retriever = bm25s.BM25(k1=k1, b=b)
+    retriever.index(ids, show_progress=False)
+    return tok, retriever
+
+
+def bm25_query_scores(index, queries: Sequence[str], n_docs: int) -> np.ndarray:  # noqa: ANN001
+    """BM25 score of every query against every indexed document, (queries, n_docs)."""
+    tok, retriever = index
+    q_ids = tok.tokenize(list(queries), return_as="ids", update_vocab=False,
+                         show_progress=False)
+    out = np.zeros((len(q_ids), n_docs), dtype=np.float32)
+    for i, q in enumerate(q_ids):
+        if q:
+            out[i] = retriever.get_scores(q)
+    return out
+
+
 class BM25Scorer:
     """BM25 (bm25s, Lucene variant, English stop words); query = left text.
 
@@ -91,25 +116,10 @@ class BM25Scorer:
         self.k1, self.b = k1, b
 
     def _index(self, corpus: Sequence[str]):
-        import bm25s
-        from bm25s.tokenization import Tokenizer
-
-        tok = Tokenizer(stopwords="en")
-        ids = tok.tokenize(list(corpus), return_as="ids", update_vocab=True,
-                           show_progress=False)
-        retriever = bm25s.BM25(k1=self.k1, b=self.b)
-        retriever.index(ids, show_progress=False)
-        return tok, retriever
+        return bm25_index(corpus, self.k1, self.b)
 
     def score_matrix(self, queries, corpus, dim=None) -> np.ndarray:
-        tok, retriever = self._index(corpus)
-        q_ids = tok.tokenize(list(queries), return_as="ids", update_vocab=False,
-                             show_progress=False)
-        out = np.zeros((len(queries), len(corpus)), dtype=np.float32)
-        for i, q in enumerate(q_ids):
-            if q:
-                out[i] = retriever.get_scores(q)
-        return out
+        return bm25_query_scores(self._index(corpus), queries, len(corpus))
 
     def score_pairs(self, a, b, dim=None) -> np.ndarray:
         docs = list(dict.fromkeys(b))

@@ -203,39 +203,35 @@ class SearchIndex:
     # -- lexical -----------------------------------------------------------------------
     def bm25(self):
         if self._bm25 is None:
-            import bm25s
-            from bm25s.tokenization import Tokenizer
+            from itsm_core.encoders.scorers import bm25_index
 
-            tok = Tokenizer(stopwords="en")
-            ids = tok.tokenize(self.incidents["text"].tolist(), return_as="ids",
-                               update_vocab=True, show_progress=False)
-            retriever = bm25s.BM25(k1=1.5, b=0.75)
-            retriever.index(ids, show_progress=False)
-            self._bm25 = (tok, retriever)
+            self._bm25 = bm25_index(self.incidents["text"].tolist())
         return self._bm25
 
     def bm25_scores(self, queries: Sequence[str]) -> np.ndarray:
-        tok, retriever = self.bm25()
-        q_ids = tok.tokenize(list(queries), return_as="ids", update_vocab=False,
-                             show_progress=False)
-        out = np.zeros((len(queries), len(self)), dtype=np.float32)
-        for i, q in enumerate(q_ids):
-            if q:
-                out[i] = retriever.get_scores(q)
-        return out
+        from itsm_core.encoders.scorers import bm25_query_scores
+
+        return bm25_query_scores(self.bm25(), queries, len(self))
 
     # -- search ------------------------------------------------------------------------
     def scores(self, queries: Sequence[str], mode: str = "hybrid",
                dim: int | None = None) -> np.ndarray:
+        """Scores of ``queries`` against every indexed incident in ``mode``."""
+        return self._scored(queries, mode, dim)[0]
+
+    def _scored(self, queries: Sequence[str], mode: str, dim: int | None,
+                need_dense: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores in ``mode``, dense cosines or None); the query is embedded once."""
         if mode not in MODES:
             raise ItsmError(f"unknown search mode {mode!r}", where="--mode",
                             fix=f"use one of {list(MODES)}")
+        dense = None if mode == "bm25" and not need_dense else (
+            self.embed_queries(queries, dim) @ self.matrix(dim).T)
         if mode == "bm25":
-            return self.bm25_scores(queries)
-        dense = self.embed_queries(queries, dim) @ self.matrix(dim).T
+            return self.bm25_scores(queries), dense
         if mode == "dense":
-            return dense
-        return self.fusion.fuse(dense, self.bm25_scores(queries))
+            return dense, dense
+        return self.fusion.fuse(dense, self.bm25_scores(queries)), dense
 
     def search(self, queries: str | Sequence[str], k: int = 10, *, mode: str = "hybrid",
                dim: int | None = None, model: str | None = None,
@@ -259,17 +255,7 @@ class SearchIndex:
         qs = [queries] if single else list(queries)
         if not qs or any(not str(q).strip() for q in qs):
             raise ItsmError("empty query", where="search", fix="pass the incident text")
-        if mode not in MODES:
-            raise ItsmError(f"unknown search mode {mode!r}", where="--mode",
-                            fix=f"use one of {list(MODES)}")
-        dense = None if mode == "bm25" and not similarity else (
-            self.embed_queries(qs, dim) @ self.matrix(dim).T)
-        if mode == "bm25":
-            s = self.bm25_scores(qs)
-        elif mode == "dense":
-            s = dense
-        else:
-            s = self.fusion.fuse(dense, self.bm25_scores(qs))
+        s, dense = self._scored(qs, mode, dim, need_dense=similarity)
         if where is not None:
             s = np.where(np.asarray(where, bool)[None, :], s, -np.inf)
         return [self._top(row, k, None if dense is None or not similarity else dense[i])

@@ -180,9 +180,7 @@ def serve_latency(index: str | Path | None = None, *, n_requests: int = 200,
     """
     import socket
     import threading
-    from concurrent.futures import ThreadPoolExecutor
 
-    import httpx
     import numpy as np
     import uvicorn
 
@@ -220,7 +218,7 @@ def serve_latency(index: str | Path | None = None, *, n_requests: int = 200,
                  "requests_per_s": round(len(queries) / (time.perf_counter() - t_all), 1),
                  **_percentiles_ms(times)}]
         for clients in concurrency:
-            rows.append(_http_row(base, queries, clients, k, mode, httpx, ThreadPoolExecutor))
+            rows.append(_http_row(base, queries, clients, k, mode))
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -236,9 +234,12 @@ def serve_latency(index: str | Path | None = None, *, n_requests: int = 200,
     return result
 
 
-def _http_row(base: str, queries: list[str], clients: int, k: int, mode: str, httpx: Any,
-              executor: Any) -> dict[str, Any]:
+def _http_row(base: str, queries: list[str], clients: int, k: int, mode: str
+              ) -> dict[str, Any]:
     """One concurrency setting: ``clients`` threads, each with its own connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
     chunks = [queries[i::clients] for i in range(clients)]
 
     def run(chunk: list[str]) -> list[float]:
@@ -252,7 +253,7 @@ def _http_row(base: str, queries: list[str], clients: int, k: int, mode: str, ht
         return out
 
     t_all = time.perf_counter()
-    with executor(max_workers=clients) as ex:
+    with ThreadPoolExecutor(max_workers=clients) as ex:
         times = [t for part in ex.map(run, chunks) for t in part]
     return {"setting": "HTTP POST /similar", "clients": clients,
             "requests_per_s": round(len(times) / (time.perf_counter() - t_all), 1),
