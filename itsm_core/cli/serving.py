@@ -74,8 +74,16 @@ def _print_export_report(rep: dict) -> None:
         out.print(f"target {k}: {'[green]met[/]' if v else '[red]not met[/]'}")
 
 
-index_app = typer.Typer(help="Similar-incident search indexes (build, add, info).",
+index_app = typer.Typer(help="Similar-incident search indexes (build, add, info, list).",
                         no_args_is_help=True)
+
+StoreOpt = Annotated[str | None, typer.Option(
+    "--store", envvar="ITSM_STORE",
+    help="PostgreSQL + pgvector URL (postgresql://user:pw@host:port/db) instead of an index "
+         "folder; default $ITSM_STORE")]
+CollectionOpt = Annotated[str | None, typer.Option(
+    help="collection in the --store (default: the data set / file name when building; the "
+         "only one when searching)")]
 
 
 @index_app.command("build")
@@ -102,15 +110,27 @@ def index_build(
         help="dense share of the weighted fusion (fixes it; no validation choice)")] = None,
     encoding: Annotated[str, typer.Option(help="text encoding of the incidents file")] =
     "utf-8",
+    store: StoreOpt = None,
+    collection: CollectionOpt = None,
+    replace: Annotated[bool, typer.Option(
+        help="rebuild an existing --collection of the --store")] = False,
+    engine: Annotated[str, typer.Option(
+        help="local (this process) or ray (Ray Data actors)")] = "local",
+    batch_size: Annotated[int, typer.Option(help="texts per encode call / Ray batch")] = 32,
+    concurrency: Annotated[int, typer.Option(help="Ray actors (--engine ray)")] = 1,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Ray cluster address (default: local mode on this machine)")] = None,
 ) -> None:
-    """Encode every incident into a new search index (embeddings + BM25 + metadata)."""
+    """Encode every incident into a new search index (embeddings + lexical + metadata), in
+    a folder or a PostgreSQL + pgvector --store."""
     from itsm_core.serving.export import resolve_model
-    from itsm_core.serving.index import build_index_into_models
+    from itsm_core.serving.store import Engine, build
 
-    idx = build_index_into_models(
-        resolve_model(model), incidents, dataset, out_dir, columns=columns,
-        text_fields=csv_list(text_fields), dim=dim, fusion=fusion, fusion_weight=fusion_weight,
-        encoding=encoding)
+    idx = build(resolve_model(model), incidents, dataset=dataset, out=out_dir, store=store,
+                collection=collection, replace=replace,
+                engine=Engine(engine, batch_size, concurrency, ray_address), columns=columns,
+                text_fields=csv_list(text_fields), dim=dim, fusion=fusion,
+                fusion_weight=fusion_weight, encoding=encoding)
     _print_index_info(idx)
 
 
@@ -125,11 +145,13 @@ def index_add(
         help="skip incident numbers already indexed instead of refusing")] = False,
     encoding: Annotated[str, typer.Option(help="text encoding of the incidents file")] =
     "utf-8",
+    store: StoreOpt = None,
+    collection: CollectionOpt = None,
 ) -> None:
     """Encode and append new incidents to an index (no rebuild; same model and dim)."""
-    from itsm_core.serving.index import open_index
+    from itsm_core.serving.store import open_store
 
-    idx = open_index(index)
+    idx = open_store(index, store, collection)
     n = idx.add(incidents, columns=columns, skip_existing=skip_existing, encoding=encoding)
     out.print(f"added {n} incidents -> {idx.path} ({len(idx)} in total)")
 
@@ -139,11 +161,25 @@ def index_add(
 def index_info(
     index: Annotated[Path | None, typer.Argument(help="index folder (default: newest)")] =
     None,
+    store: StoreOpt = None,
+    collection: CollectionOpt = None,
 ) -> None:
     """Show an index's model, dim, size, fusion and history."""
-    from itsm_core.serving.index import open_index
+    from itsm_core.serving.store import open_store
 
-    _print_index_info(open_index(index))
+    _print_index_info(open_store(index, store, collection))
+
+
+@index_app.command("list")
+@friendly
+def index_list(store: StoreOpt = None) -> None:
+    """List the collections of a PostgreSQL --store (incidents, model, dim, generation)."""
+    from itsm_core.serving.store import collections
+
+    rows = collections(store)
+    print_rows(["collection", "incidents", "model", "dim", "generation"],
+               [[r["name"], r["incidents"], r["model"], r["dim"], r["generation"]]
+                for r in rows], title=f"collections ({len(rows)})", right=["incidents"])
 
 
 @index_app.command("calibrate")
@@ -173,9 +209,10 @@ def _print_index_info(idx) -> None:  # noqa: ANN001 - SearchIndex
     t.add_column("field")
     t.add_column("value")
     build = next((h for h in m.get("history", []) if h.get("op") == "build"), {})
-    for k, v in (("model", f"{m['model']['name']} ({m['model']['spec']})"),
+    for k, v in (("store", idx.store_kind),
+                 ("model", f"{m['model']['name']} ({m['model']['spec']})"),
                  ("incidents", str(len(idx))), ("dim", str(idx.dim)),
-                 ("embeddings MB", f"{idx.embeddings.nbytes / 2**20:.1f}"),
+                 ("embeddings MB", f"{len(idx) * idx.dim * 4 / 2**20:.1f}"),
                  ("text fields", ",".join(m["text"]["fields"])),
                  ("fusion", idx.fusion.describe()),
                  ("build seconds", str(build.get("build_seconds"))),
@@ -198,12 +235,15 @@ def search_cmd(
         help="model to embed the query with (must be the index's own; default: it is)")] =
     None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+    store: StoreOpt = None,
+    collection: CollectionOpt = None,
 ) -> None:
     """Find the incidents most similar to a text: number, score, description, category,
     resolution notes (whatever the index holds)."""
-    from itsm_core.serving.index import open_index, search_payload
+    from itsm_core.serving.index import search_payload
+    from itsm_core.serving.store import open_store
 
-    idx = open_index(index)
+    idx = open_store(index, store, collection)
     results = idx.search(queries, k=k, mode=mode, dim=dim, model=model)
     if as_json:
         payload = search_payload(idx, queries, results, mode, dim)
@@ -232,13 +272,15 @@ def _print_hits(query: str, res, how: str) -> None:  # noqa: ANN001 - pandas Dat
 @friendly
 def serve_cmd(
     index: Annotated[list[Path] | None, typer.Option(
-        help="index folder, or NAME=FOLDER; repeat to serve several collections "
-             "(default: the newest bundled index)")] = None,
+        help="index folder, or NAME=FOLDER (with --store: a collection name); repeat to "
+             "serve several collections (default: the newest bundled index / every "
+             "collection of the store)")] = None,
     host: Annotated[str, typer.Option(help="address to bind (non-loopback needs an API "
                                            "key)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     api_key_file: Annotated[Path | None, typer.Option(
         help="file whose first line is the API key (default: $ITSM_API_KEY)")] = None,
+    store: StoreOpt = None,
 ) -> None:
     """Serve the similar-incident API (POST /similar, …; OpenAPI at /docs) and the web page
     at / from one process; model and index are loaded once."""
@@ -246,4 +288,5 @@ def serve_cmd(
 
     from itsm_core.serving.service import api_key_from, serve
 
-    serve(index, host, port, api_key=api_key_from(dict(os.environ), api_key_file))
+    serve(index, host, port, api_key=api_key_from(dict(os.environ), api_key_file),
+          store=store)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -118,31 +118,21 @@ def _truncate(emb: np.ndarray, dim: int | None) -> np.ndarray:
     return np.ascontiguousarray(DenseScorer.truncate(emb, dim), dtype=np.float32)
 
 
-class SearchIndex:
-    """A loaded index: embeddings, incidents, lazily built BM25, the model that built it."""
+class IndexBase:
+    """What every store of an index shares: the manifest (``meta``: model, dim, text
+    builder, fusion, duplicate threshold, history), the model check and query embedding.
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        f = self.path / INDEX_META_FILE
-        if not f.exists():
-            raise ItsmError("not a search index (no itsm_index.json)", where=str(self.path),
-                            fix="build one with `itsm index build --model ... --incidents ...`")
-        try:
-            self.meta = json.loads(f.read_text(encoding="utf-8"))
-            files = self.meta["files"]
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise ItsmError(f"malformed index manifest ({exc})", where=str(f),
-                            fix="rebuild the index") from exc
-        self.embeddings = np.load(self.path / files["embeddings"], mmap_mode=None)
-        self.incidents = pd.read_parquet(self.path / files["incidents"])
-        self.dim = int(self.meta["dim"])
-        self.fusion = Fusion(**self.meta["fusion"])
-        self._encoder = None
-        self._bm25 = None
-        self._by_dim: dict[int, np.ndarray] = {self.dim: self.embeddings}
+    Stores: :class:`SearchIndex` (the embedded default, a folder of numpy + parquet files)
+    and :class:`~itsm_core.serving.pgstore.PgIndex` (PostgreSQL + pgvector). Both answer
+    ``search``, ``get``, ``added`` / ``removed`` / ``add`` and ``len``.
+    """
 
-    def __len__(self) -> int:
-        return len(self.incidents)
+    path: Any
+    meta: dict
+    dim: int
+    fusion: Fusion
+    _encoder: Any = None
+
 
     # -- model -------------------------------------------------------------------------
     @property
@@ -193,6 +183,80 @@ class SearchIndex:
                             fix=f"choose a dim <= {self.dim} (e.g. 64, 128, 256) or omit it")
         return int(dim)
 
+    def duplicate_threshold(self) -> dict[str, Any]:
+        """The likely-duplicate threshold stored with the index (``threshold`` None when it
+        could not be calibrated, with the reason in ``chosen_on``)."""
+        return self.meta.get("duplicates") or {
+            "threshold": None, "chosen_on": "not calibrated (index built before calibration "
+            "existed: rebuild it)"}
+
+    @staticmethod
+    def _check_query(queries: str | Sequence[str], k: int, mode: str) -> list[str]:
+        if k <= 0:
+            raise ItsmError("k must be positive", where="-k", fix="e.g. -k 5")
+        if mode not in MODES:
+            raise ItsmError(f"unknown search mode {mode!r}", where="--mode",
+                            fix=f"use one of {list(MODES)}")
+        qs = [queries] if isinstance(queries, str) else list(queries)
+        if not qs or any(not str(q).strip() for q in qs):
+            raise ItsmError("empty query", where="search", fix="pass the incident text")
+        return qs
+
+    def added(self, new: pd.DataFrame, *, source: str, sha256: str | None = None,
+              skip_existing: bool = False, batch_size: int = 32) -> tuple[IndexBase, int]:
+        raise NotImplementedError
+
+    def add(self, incidents: str | Path, *, columns: str | Path | None = None,
+            skip_existing: bool = False, encoding: str = "utf-8",
+            batch_size: int = 32) -> int:
+        """Encode and append new incidents of a file (same model, text builder and dim);
+        returns the number added. Numbers already in the index are refused (or skipped).
+        This object becomes the new generation."""
+        txt = self.meta["text"]
+        new, _, _ = _load_texts(incidents, columns or txt.get("columns"), txt["fields"],
+                                txt.get("max_chars_per_field"), encoding)
+        nxt, n = self.added(new, source=str(Path(incidents).resolve()),
+                            sha256=sha256_file(incidents), skip_existing=skip_existing,
+                            batch_size=batch_size)
+        self.__dict__.update(nxt.__dict__)
+        return n
+
+    def _refuse_duplicates(self, new: pd.DataFrame, dup: pd.Series, source: str) -> None:
+        raise ItsmError(
+            f"{int(dup.sum())} incident number(s) are already in the index, e.g. "
+            f"{new.loc[dup, 'number'].head(5).tolist()}", where=source,
+            fix="pass --skip-existing to add only the new ones (an edited incident "
+            "needs a rebuild)")
+
+
+class SearchIndex(IndexBase):
+    """The embedded store: a folder with embeddings, incidents, lazily built BM25."""
+
+    store_kind = "folder"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        f = self.path / INDEX_META_FILE
+        if not f.exists():
+            raise ItsmError("not a search index (no itsm_index.json)", where=str(self.path),
+                            fix="build one with `itsm index build --model ... --incidents ...`")
+        try:
+            self.meta = json.loads(f.read_text(encoding="utf-8"))
+            files = self.meta["files"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise ItsmError(f"malformed index manifest ({exc})", where=str(f),
+                            fix="rebuild the index") from exc
+        self.embeddings = np.load(self.path / files["embeddings"], mmap_mode=None)
+        self.incidents = pd.read_parquet(self.path / files["incidents"])
+        self.dim = int(self.meta["dim"])
+        self.fusion = Fusion(**self.meta["fusion"])
+        self._encoder = None
+        self._bm25 = None
+        self._by_dim: dict[int, np.ndarray] = {self.dim: self.embeddings}
+
+    def __len__(self) -> int:
+        return len(self.incidents)
+
     def matrix(self, dim: int | None = None) -> np.ndarray:
         """Index embeddings truncated to ``dim`` and re-normalised (cached per dim)."""
         d = self._dim(dim)
@@ -235,8 +299,8 @@ class SearchIndex:
 
     def search(self, queries: str | Sequence[str], k: int = 10, *, mode: str = "hybrid",
                dim: int | None = None, model: str | None = None,
-               where: np.ndarray | None = None, similarity: bool = False
-               ) -> list[pd.DataFrame]:
+               where: np.ndarray | None = None, similarity: bool = False,
+               filter: SearchFilter | None = None) -> list[pd.DataFrame]:  # noqa: A002
         """Top-``k`` incidents per query: rank, score, number, text, display columns.
 
         Args:
@@ -247,19 +311,34 @@ class SearchIndex:
                 it are never returned.
             similarity: add ``similarity``, the dense cosine of each hit (what the
                 likely-duplicate threshold is calibrated on), whatever the mode.
+            filter: a :class:`SearchFilter` (the form every store takes).
         """
-        if k <= 0:
-            raise ItsmError("k must be positive", where="-k", fix="e.g. -k 5")
+        qs = self._check_query(queries, k, mode)
         self.check_model(model)
-        single = isinstance(queries, str)
-        qs = [queries] if single else list(queries)
-        if not qs or any(not str(q).strip() for q in qs):
-            raise ItsmError("empty query", where="search", fix="pass the incident text")
+        if filter is not None:
+            more = filter.mask(self.incidents)
+            where = more if where is None else (
+                np.asarray(where, bool) if more is None else np.asarray(where, bool) & more)
         s, dense = self._scored(qs, mode, dim, need_dense=similarity)
         if where is not None:
             s = np.where(np.asarray(where, bool)[None, :], s, -np.inf)
         return [self._top(row, k, None if dense is None or not similarity else dense[i])
                 for i, row in enumerate(s)]
+
+    def get(self, number: str) -> dict[str, Any] | None:
+        """One indexed incident (number, text, display columns), or None."""
+        hit = self.incidents[self.incidents["number"] == str(number)]
+        return None if hit.empty else hit.iloc[0].to_dict()
+
+    def filter_columns(self) -> list[str]:
+        """Columns a :class:`SearchFilter` may filter on."""
+        return [c for c in self.incidents.columns if c not in ("number", "text", "split")]
+
+    def categories(self, limit: int = 200) -> list[str]:
+        """The distinct categories held (for the page's filter), at most ``limit``."""
+        if "category" not in self.incidents.columns:
+            return []
+        return sorted(self.incidents["category"].dropna().astype(str).unique())[:limit]
 
     def _top(self, row: np.ndarray, k: int, cosine: np.ndarray | None = None) -> pd.DataFrame:
         k = min(k, int(np.isfinite(row).sum()))
@@ -273,13 +352,6 @@ class SearchIndex:
         out.insert(0, "score", row[idx].astype(float))
         out.insert(0, "rank", np.arange(1, k + 1))
         return out.reset_index(drop=True)
-
-    def duplicate_threshold(self) -> dict[str, Any]:
-        """The likely-duplicate threshold stored with the index (``threshold`` None when it
-        could not be calibrated, with the reason in ``chosen_on``)."""
-        return self.meta.get("duplicates") or {
-            "threshold": None, "chosen_on": "not calibrated (index built before calibration "
-            "existed: rebuild it)"}
 
     # -- generations (copy-on-write) -----------------------------------------------------
     def _derived(self, emb: np.ndarray, incidents: pd.DataFrame, meta: dict) -> SearchIndex:
@@ -318,11 +390,7 @@ class SearchIndex:
             cur = self._latest()
             dup = new["number"].isin(set(cur.incidents["number"]))
             if dup.any() and not skip_existing:
-                raise ItsmError(
-                    f"{int(dup.sum())} incident number(s) are already in the index, e.g. "
-                    f"{new.loc[dup, 'number'].head(5).tolist()}", where=source,
-                    fix="pass --skip-existing to add only the new ones (an edited incident "
-                    "needs a rebuild)")
+                self._refuse_duplicates(new, dup, source)
             new = new[~dup].reset_index(drop=True)
             if new.empty:
                 return cur, 0
@@ -357,21 +425,6 @@ class SearchIndex:
                                            "numbers": sorted(map(str, numbers))[:100],
                                            "at": timestamp()})
             return cur._derived(emb, rest, meta), int(drop.sum())
-
-    def add(self, incidents: str | Path, *, columns: str | Path | None = None,
-            skip_existing: bool = False, encoding: str = "utf-8",
-            batch_size: int = 32) -> int:
-        """Encode and append new incidents of a file (same model, text builder and dim);
-        returns the number added. Numbers already in the index are refused (or skipped).
-        This object becomes the new generation."""
-        txt = self.meta["text"]
-        new, _, _ = _load_texts(incidents, columns or txt.get("columns"), txt["fields"],
-                                txt.get("max_chars_per_field"), encoding)
-        nxt, n = self.added(new, source=str(Path(incidents).resolve()),
-                            sha256=sha256_file(incidents), skip_existing=skip_existing,
-                            batch_size=batch_size)
-        self.__dict__.update(nxt.__dict__)
-        return n
 
     def _commit(self, emb: np.ndarray, incidents: pd.DataFrame, event: dict) -> dict:
         """Write the next generation's files, then its manifest (the commit point); the
@@ -411,13 +464,41 @@ def _encode_documents(encoder, model_meta: dict, texts: pd.Series, dim: int,
     return _truncate(np.asarray(emb, np.float32), dim)
 
 
-def build_index(model: str, incidents: str | Path, out: str | Path, *,
-                columns: str | Path | None = None, text_fields: Sequence[str] | None = None,
-                max_chars_per_field: int | None = None, dim: int | None = None,
-                fusion: str = "auto", fusion_weight: float | None = None,
-                encoding: str = "utf-8", batch_size: int = 32,
-                duplicate_precision: float = DUPLICATE_PRECISION) -> SearchIndex:
-    """Encode every incident with ``model`` into a new index folder ``out``.
+@dataclass
+class _Built:
+    """An index built in memory, before it is written to a store."""
+
+    meta: dict[str, Any]
+    incidents: pd.DataFrame
+    embeddings: np.ndarray
+    encoder: Any = None
+
+
+EncodeFn = Callable[[str, Any, dict, pd.Series, int], np.ndarray]
+"""(model spec, loaded encoder, model manifest, texts, dim) -> L2-normalised embeddings."""
+
+
+def build_index(model: str, incidents: str | Path, out: str | Path, **options: Any
+                ) -> SearchIndex:
+    """Encode every incident with ``model`` into a new index folder ``out`` (the embedded
+    store); ``options`` as :func:`build_in_memory`."""
+    out = new_run_dir(out)
+    built = build_in_memory(model, incidents, **options)
+    idx = _bootstrap(out, built.meta, built.embeddings, built.incidents)
+    idx._encoder = built.encoder
+    return idx
+
+
+def build_in_memory(model: str, incidents: str | Path, *,
+                    columns: str | Path | None = None,
+                    text_fields: Sequence[str] | None = None,
+                    max_chars_per_field: int | None = None, dim: int | None = None,
+                    fusion: str = "auto", fusion_weight: float | None = None,
+                    encoding: str = "utf-8", batch_size: int = 32,
+                    duplicate_precision: float = DUPLICATE_PRECISION,
+                    encode: EncodeFn | None = None, engine: dict | None = None) -> _Built:
+    """Encode every incident with ``model`` and calibrate, in memory: what every store
+    writes (:func:`build_index` a folder, ``serving.store`` PostgreSQL).
 
     The likely-duplicate threshold is calibrated on the same VALIDATION incidents
     (:func:`_duplicates_on_validation`) for ``duplicate_precision`` and stored with the
@@ -430,15 +511,16 @@ def build_index(model: str, incidents: str | Path, out: str | Path, *,
 
     Args:
         model: the model spec that embeds (an export folder, a model folder, a key).
-        incidents: the incidents file; out: the new index folder.
+        incidents: the incidents file; out: the new index folder (folder store).
         columns, text_fields, max_chars_per_field, encoding: how texts are read and built
             (defaults: the data set manifest's).
         dim: Matryoshka dim stored (default: full); batch_size: encoding batch.
+        encode: how documents are embedded (default: in this process); engine: its
+            settings, recorded in the manifest.
 
     Returns:
-        The loaded :class:`SearchIndex`.
+        The manifest, incidents, embeddings and the loaded encoder.
     """
-    out = new_run_dir(out)
     t_all = time.perf_counter()
     df, fields, max_chars = _load_texts(incidents, columns, text_fields, max_chars_per_field,
                                         encoding)
@@ -456,7 +538,8 @@ def build_index(model: str, incidents: str | Path, out: str | Path, *,
                   "document_prefix": spec.document_prefix,
                   "max_seq_length": getattr(encoder, "max_seq_length", None)}
     t0 = time.perf_counter()
-    emb = _encode_documents(encoder, model_meta, df["text"], dim, batch_size)
+    emb = (encode(model_meta["spec"], encoder, model_meta, df["text"], dim) if encode
+           else _encode_documents(encoder, model_meta, df["text"], dim, batch_size))
     encode_s = time.perf_counter() - t0
     meta: dict[str, Any] = {
         "version": INDEX_VERSION, "created": timestamp(), "git_commit": git_commit(),
@@ -465,28 +548,23 @@ def build_index(model: str, incidents: str | Path, out: str | Path, *,
                  "columns": str(columns) if columns else None},
         "source": {"incidents": str(Path(incidents).resolve()),
                    "sha256": sha256_file(incidents)},
-        "generation": 0, "files": {}, "n": len(df),
-        "fusion": asdict(Fusion(chosen_on="default (not yet chosen)")),
-        "history": [],
+        "generation": 1, "files": {}, "n": len(df),
+        "engine": engine or {"name": "local", "batch_size": batch_size},
     }
-    idx = _bootstrap(out, meta, emb, df)
-    idx._encoder = encoder
-    view = _validation_view(idx, incidents, columns)
-    idx.meta["duplicates"] = _duplicates_on_validation(view, duplicate_precision)
+    view = _validation_view(_Built(meta, df, emb), incidents, columns)
+    meta["duplicates"] = _duplicates_on_validation(view, duplicate_precision)
     if fusion == "auto" and fusion_weight is None:
         chosen = _fusion_on_validation(view)
     else:
         method = "weighted" if fusion == "auto" else fusion
         chosen = Fusion(method, 0.5 if fusion_weight is None else float(fusion_weight),
                         chosen_on="given")
-    idx.fusion = chosen
     build_s = time.perf_counter() - t_all
-    idx.meta.update({"fusion": asdict(chosen), "history": [{
+    meta.update({"fusion": asdict(chosen), "history": [{
         "op": "build", "source": meta["source"]["incidents"], "n": len(df), "at": timestamp(),
         "encode_seconds": round(encode_s, 2), "build_seconds": round(build_s, 2),
         "sentences_per_s": round(len(df) / encode_s, 1) if encode_s else None}]})
-    atomic_write_json(out / INDEX_META_FILE, idx.meta)
-    return idx
+    return _Built(meta, df, emb, encoder)
 
 
 def _bootstrap(out: Path, meta: dict, emb: np.ndarray, df: pd.DataFrame) -> SearchIndex:
@@ -506,7 +584,7 @@ class _Validation:
     reason: str = ""
 
 
-def _validation_view(idx: SearchIndex, incidents: str | Path,
+def _validation_view(idx: SearchIndex | _Built, incidents: str | Path,
                      columns: str | Path | None) -> _Validation:
     """What the index may calibrate on: never the test split."""
     from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark
@@ -715,3 +793,37 @@ def calibrate_duplicates(index: str | Path | None = None,
             idx, idx.meta["source"]["incidents"], idx.meta["text"].get("columns")), precision)
         atomic_write_json(folder / INDEX_META_FILE, {**idx.meta, "duplicates": found})
     return found
+
+
+@dataclass
+class SearchFilter:
+    """Which incidents a search may return, in a form every store applies: the folder
+    index as a row mask (:meth:`mask`), PostgreSQL as a ``WHERE`` clause.
+
+    Attributes:
+        columns: ``{column: value or [values]}``, exact case-insensitive matches.
+        resolved_only, opened_from, opened_to: as :func:`filter_mask`.
+        exclude: incident numbers never returned (e.g. the query incident itself).
+        numbers: when set, only these incidents (e.g. one split's, for an evaluation).
+    """
+
+    columns: dict[str, Any] | None = None
+    resolved_only: bool = False
+    opened_from: str | None = None
+    opened_to: str | None = None
+    exclude: Sequence[str] = ()
+    numbers: Sequence[str] | None = None
+
+    def mask(self, incidents: pd.DataFrame) -> np.ndarray | None:
+        """Boolean mask over ``incidents`` rows (None: everything passes)."""
+        mask = filter_mask(incidents, self.columns, resolved_only=self.resolved_only,
+                           opened_from=self.opened_from, opened_to=self.opened_to)
+        if not self.exclude and self.numbers is None:
+            return mask
+        mask = np.ones(len(incidents), bool) if mask is None else mask.copy()
+        numbers = incidents["number"].astype(str)
+        if self.exclude:
+            mask &= ~numbers.isin(set(map(str, self.exclude))).to_numpy()
+        if self.numbers is not None:
+            mask &= numbers.isin(set(map(str, self.numbers))).to_numpy()
+        return mask

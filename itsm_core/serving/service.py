@@ -32,7 +32,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from itsm_core.core.errors import ItsmError
-from itsm_core.serving.index import SearchIndex, _load_texts, filter_mask, latest_index
+from itsm_core.serving.index import IndexBase, SearchFilter, _load_texts, latest_index
+from itsm_core.serving.store import open_store
 
 
 class NotFound(ItsmError):
@@ -57,7 +58,8 @@ class ServiceConfig:
         max_batch: most incidents one ``POST /incidents`` may add.
     """
 
-    indexes: dict[str, Path] = field(default_factory=dict)
+    indexes: dict[str, Path | str] = field(default_factory=dict)
+    store: str | None = None
     api_key: str | None = None
     max_body_bytes: int = 2_000_000
     max_text_chars: int = 20_000
@@ -82,9 +84,16 @@ def check_bind(host: str, api_key: str | None) -> None:
                         f"in the {API_KEY_HEADER} header")
 
 
-def default_indexes(index: list[Path] | None) -> dict[str, Path]:
+def default_indexes(index: list[Path] | None, store: str | None = None
+                    ) -> dict[str, Path | str]:
     """``{name: folder}`` of ``--index`` folders (``name=folder`` or a folder), or the newest
-    bundled index."""
+    bundled index; with a PostgreSQL ``store``, ``{name: collection}`` of the given
+    collection names (default: every collection there)."""
+    if store:
+        from itsm_core.serving.store import collections
+
+        names = [str(i) for i in index] if index else [c["name"] for c in collections(store)]
+        return {n.partition("=")[0]: n.partition("=")[2] or n for n in names}
     if not index:
         found = latest_index()
         return {found.name.split("_", 1)[-1]: found}
@@ -102,13 +111,14 @@ def default_indexes(index: list[Path] | None) -> dict[str, Path]:
 class Collection:
     """One index served: the current generation and a writer lock."""
 
-    def __init__(self, name: str, path: Path):
+    def __init__(self, name: str, location: Path | str, store: str | None = None):
         self.name = name
-        self.current = SearchIndex(path)
+        self.current: IndexBase = (open_store(store=store, collection=str(location)) if store
+                                   else open_store(Path(location)))
         self.current.encoder()  # load the model once, at start-up
         self._write = threading.Lock()
 
-    def add(self, records: list[dict[str, Any]]) -> tuple[int, SearchIndex]:
+    def add(self, records: list[dict[str, Any]]) -> tuple[int, IndexBase]:
         """Encode and commit new incidents (canonical field names), then swap."""
         txt = self.current.meta["text"]
         with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +130,7 @@ class Collection:
             self.current = nxt
         return n, nxt
 
-    def remove(self, number: str) -> tuple[int, SearchIndex]:
+    def remove(self, number: str) -> tuple[int, IndexBase]:
         with self._write:
             nxt, n = self.current.removed([number])
             self.current = nxt
@@ -232,7 +242,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     if not config.indexes:
         raise ItsmError("no index to serve", where="--index",
                         fix="build one: make index (or itsm index build ...)")
-    collections = {name: Collection(name, Path(path)) for name, path in config.indexes.items()}
+    collections = {name: Collection(name, loc, config.store)
+                   for name, loc in config.indexes.items()}
     default = next(iter(collections))
     app = FastAPI(title="ITSM similar-incident service",
                   description="Past incidents most similar to a new one, from an itsm index.")
@@ -293,10 +304,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 "dims": [d for d in (idx.dim, 256, 128, 64) if d <= idx.dim],
                 "incidents": len(idx), "generation": m.get("generation"),
                 "fusion": idx.fusion.describe(), "duplicates": idx.duplicate_threshold(),
-                "filter_columns": [c for c in idx.incidents.columns
-                                   if c not in ("number", "text", "split")],
-                "categories": sorted(idx.incidents["category"].dropna().astype(str).unique())
-                [:200] if "category" in idx.incidents.columns else []}
+                "store": idx.store_kind, "filter_columns": idx.filter_columns(),
+                "categories": idx.categories()}
 
     def _search(coll: Collection, text: str, req: SimilarRequest,
                 exclude: str | None = None) -> dict[str, Any]:
@@ -305,14 +314,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
                             where="text", fix="send the incident's short description and "
                             "description only")
         idx = coll.current  # one generation for the whole request
-        mask = filter_mask(idx.incidents, req.filters, resolved_only=req.resolved_only,
-                           opened_from=req.opened_from, opened_to=req.opened_to)
-        if exclude is not None:
-            mask = np.ones(len(idx), bool) if mask is None else mask.copy()
-            mask &= (idx.incidents["number"] != exclude).to_numpy()
+        where = SearchFilter(req.filters, req.resolved_only, req.opened_from, req.opened_to,
+                             exclude=() if exclude is None else (exclude,))
         stored = idx.duplicate_threshold()
         threshold = req.threshold if req.threshold is not None else stored.get("threshold")
-        res = idx.search(text, k=req.k, mode=req.mode, dim=req.dim, where=mask,
+        res = idx.search(text, k=req.k, mode=req.mode, dim=req.dim, filter=where,
                          similarity=True)[0]
         return {"collection": coll.name, "model": idx.model_name, "mode": req.mode,
                 "dim": req.dim or idx.dim, "generation": idx.meta.get("generation"),
@@ -327,19 +333,18 @@ def create_app(config: ServiceConfig) -> FastAPI:
                         (req.description or "").strip()) if t)
         return _search(collection(req.collection), text, req)
 
-    def _incident(coll: Collection, number: str) -> pd.Series:
-        inc = coll.current.incidents
-        hit = inc[inc["number"] == number]
-        if hit.empty:
+    def _incident(coll: Collection, number: str) -> dict[str, Any]:
+        hit = coll.current.get(number)
+        if hit is None:
             raise NotFound(f"incident {number!r} is not in the index", where="number",
                             fix="search by text instead, or add it: POST /incidents")
-        return hit.iloc[0]
+        return hit
 
     @app.get("/incidents/{number}")
     def incident(number: str, collection_name: CollectionParam = None) -> dict[str, Any]:
         """One indexed incident (text, display columns, resolution notes)."""
         row = _incident(collection(collection_name), number)
-        return {k: _clean(v) for k, v in row.to_dict().items()}
+        return {k: _clean(v) for k, v in row.items()}
 
     @app.get("/incidents/{number}/similar")
     def incident_similar(number: str, k: int = 10, mode: str = "hybrid",
@@ -402,17 +407,20 @@ def api_key_from(env: dict[str, str], key_file: Path | None = None) -> str | Non
 
 
 def serve(index: list[Path] | None = None, host: str = "127.0.0.1", port: int = 8000, *,
-          api_key: str | None = None, log_level: str = "info") -> None:
+          api_key: str | None = None, log_level: str = "info", store: str | None = None
+          ) -> None:
     """``itsm serve``: check the bind address, load the indexes once, run uvicorn.
 
     Args:
-        index: index folders (or ``name=folder``); default: the newest bundled index.
+        index: index folders (or ``name=folder``; with ``store``: collection names);
+            default: the newest bundled index (every collection of the store).
         host, port: where to listen (loopback by default; others need ``api_key``).
         api_key: required in the ``X-API-Key`` header when set.
-        log_level: uvicorn's log level.
+        log_level: uvicorn's log level; store: a PostgreSQL + pgvector URL.
     """
     import uvicorn
 
     check_bind(host, api_key)  # before anything heavy is loaded
-    app = create_app(ServiceConfig(indexes=default_indexes(index), api_key=api_key))
+    app = create_app(ServiceConfig(indexes=default_indexes(index, store), api_key=api_key,
+                                   store=store))
     uvicorn.run(app, host=host, port=port, log_level=log_level)

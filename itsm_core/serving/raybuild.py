@@ -1,0 +1,91 @@
+"""Batch embedding with Ray Data: the documents of an index build, across actors.
+
+``map_batches`` with a callable class, so each actor loads the model once and encodes many
+batches; in local mode (``ray.init(num_cpus=…, include_dashboard=False)``) on one machine,
+or on a cluster given its address. The embeddings come back in the input order (each row
+carries its position) and go to the store like a local build's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from itsm_core.core.errors import ItsmError
+
+
+class _Embedder:
+    """A Ray actor's callable: the model loaded once, batches encoded on each call."""
+
+    def __init__(self, spec: str, prefix: str, dim: int, threads: int):
+        import torch
+
+        from itsm_core.serving.index import load_encoder
+
+        torch.set_num_threads(max(1, threads))
+        self.encoder, _, _ = load_encoder(spec)
+        self.prefix, self.dim = prefix, dim
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from itsm_core.serving.index import _truncate
+
+        texts = [self.prefix + str(t) for t in batch["text"]]
+        emb = self.encoder.encode(texts, batch_size=len(texts), convert_to_numpy=True,
+                                  normalize_embeddings=True, show_progress_bar=False)
+        return {"row": batch["row"], "embedding": _truncate(np.asarray(emb, np.float32),
+                                                             self.dim)}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start (or join) Ray once per process: local mode unless ``address`` is given."""
+    try:
+        import ray
+    except ImportError:
+        raise ItsmError("Ray is not installed", where="--engine ray",
+                        fix="run `make env` (ray[data] is in the lock)") from None
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kw = {"address": address} if address else {"num_cpus": num_cpus or os.cpu_count()}
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+             configure_logging=True, **kw)
+
+
+def encode_with_ray(spec: str, texts: Sequence[str], prefix: str, dim: int, *,
+                    batch_size: int = 64, concurrency: int = 1, address: str | None = None,
+                    num_cpus: int | None = None) -> np.ndarray:
+    """L2-normalised embeddings of ``texts`` (in their order) computed by Ray actors.
+
+    Args:
+        spec: the model spec every actor loads (a folder, an export, a registry key).
+        texts: documents; prefix: the model's document prefix; dim: Matryoshka dim.
+        batch_size: rows per ``map_batches`` call; concurrency: actors.
+        address: a Ray cluster (default: local mode); num_cpus: local-mode CPUs.
+
+    Returns:
+        ``(len(texts), dim)`` float32.
+    """
+    import ray
+
+    init_ray(address, num_cpus)
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    per_actor = max(1.0, cpus // concurrency)
+    ds = ray.data.from_pandas(pd.DataFrame({"row": np.arange(len(texts)),
+                                            "text": list(texts)}))
+    out = ds.map_batches(_Embedder, fn_constructor_kwargs={
+        "spec": spec, "prefix": prefix, "dim": dim, "threads": int(per_actor)},
+        batch_size=batch_size, concurrency=concurrency, num_cpus=per_actor,
+        batch_format="numpy")
+    emb = np.zeros((len(texts), dim), np.float32)
+    seen = 0
+    for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+        emb[batch["row"]] = np.stack(batch["embedding"])
+        seen += len(batch["row"])
+    if seen != len(texts):
+        raise ItsmError(f"Ray returned {seen} of {len(texts)} embeddings",
+                        where="--engine ray", fix="re-run; check the Ray workers' logs")
+    return emb
