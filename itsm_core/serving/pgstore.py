@@ -82,9 +82,12 @@ def check_collection_name(name: str) -> str:
 def connect(url: str):
     """A connection with pgvector's types registered (the extension is created when
     missing and the role may create it)."""
-    import psycopg
-    from pgvector.psycopg import register_vector
-
+    try:
+        import psycopg
+        from pgvector.psycopg import register_vector
+    except ImportError:
+        raise ItsmError("the PostgreSQL store needs psycopg and pgvector", where="--store",
+                        fix="run `make env` (or pip install 'itsm_core[scale]')") from None
     try:
         conn = psycopg.connect(url, connect_timeout=10, autocommit=True)
     except psycopg.Error as exc:

@@ -72,10 +72,17 @@ def encode_with_ray(spec: str, texts: Sequence[str], prefix: str, dim: int, *,
     import ray
 
     init_ray(address, num_cpus)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = len(texts) > 20_000  # long builds show progress
+    ctx.enable_operator_progress_bars = ctx.enable_progress_bars
+    logging.getLogger("ray.data").setLevel(
+        logging.INFO if ctx.enable_progress_bars else logging.WARNING)
     cpus = float(ray.cluster_resources().get("CPU", 1))
     per_actor = max(1.0, cpus // concurrency)
-    ds = ray.data.from_pandas(pd.DataFrame({"row": np.arange(len(texts)),
-                                            "text": list(texts)}))
+    frame = pd.DataFrame({"row": np.arange(len(texts)), "text": list(texts)})
+    blocks = max(1, min(-(-len(texts) // batch_size), 4 * concurrency))
+    bounds = np.linspace(0, len(frame), blocks + 1).astype(int)
+    ds = ray.data.from_pandas([frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
     out = ds.map_batches(_Embedder, fn_constructor_kwargs={
         "spec": spec, "prefix": prefix, "dim": dim, "threads": int(per_actor)},
         batch_size=batch_size, concurrency=concurrency, num_cpus=per_actor,
