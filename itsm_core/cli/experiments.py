@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from itsm_core.cli.common import csv_list, friendly, out, print_rows
+from itsm_core.cli.common import csv_list, floats, friendly, out, print_rows
 from itsm_core.core.errors import ItsmError
 
 
@@ -74,12 +74,19 @@ def bench_cmd(
         help="search: also time this index (default: newest under models/indexes)")] = None,
     n: Annotated[int, typer.Option(
         help="search: synthetic corpus size; encode: number of texts")] = 0,
+    store: Annotated[str | None, typer.Option(
+        help="store: a PostgreSQL + pgvector URL (default: a throw-away local server)")] =
+    None,
+    sizes: Annotated[str, typer.Option(
+        help="store: synthetic corpus sizes")] = "50000,1000000",
 ) -> None:
     """Print measured figures: `itsm bench train` = pairs/s of the default recipe vs plain
     sentence-transformers on the same pairs, side by side; `itsm bench search` = top-10
     latency p50/p95 per dim (synthetic 50k + the bundled index); `itsm bench encode` =
     sentences/s of torch fp32 / ONNX fp32 / ONNX INT8; `itsm bench serve` = requests/s and
-    p50/p95 of POST /similar (1 and 8 clients) against the in-process search."""
+    p50/p95 of POST /similar (1 and 8 clients) against the in-process search; `itsm bench
+    store` = numpy exact vs pgvector HNSW (build, latency, recall, size, with a filter), the
+    bundled index's NDCG@10 from both stores, Ray Data vs in-process embedding."""
     if what == "train":
         _bench_train(model, dataset, steps, batch_size)
     elif what == "encode":
@@ -88,9 +95,13 @@ def bench_cmd(
         _bench_search(n or 50_000, index)
     elif what == "serve":
         _bench_serve(index, n or 200)
+    elif what == "store":
+        _bench_store(store, [int(x) for x in floats(sizes, "--sizes", "50000,1000000")],
+                     index)
     else:
         raise ItsmError(f"unknown benchmark {what!r}", fix="use `itsm bench train`, "
-                        "`itsm bench search`, `itsm bench encode` or `itsm bench serve`")
+                        "`itsm bench search`, `itsm bench encode`, `itsm bench serve` or "
+                        "`itsm bench store`")
 
 
 def _bench_train(model: str, dataset: str, steps: int, batch_size: int) -> None:
@@ -184,3 +195,24 @@ def timing_show() -> None:
     print_rows(table.columns, table.itertuples(index=False),
                title="make pipeline: wall time per stage")
     out.print(f"timing -> {TIMING_JSON}")
+
+
+def _bench_store(store: str | None, sizes: list[int], index: Path | None) -> None:
+    from itsm_core.metrics.format import fmt_ci
+    from itsm_core.serving.storebench import bench_store
+
+    res = bench_store(store, tuple(sizes), index=index)
+    print_rows(("store", "n", "filter", "build s", "p50 ms", "p95 ms", "recall@10", "MB"),
+               ((r["store"], f"{r['n']:,}", r["filter"], r["build_s"], f"{r['p50_ms']:.2f}",
+                 f"{r['p95_ms']:.2f}", f"{r['recall@10']:.4f}", r["size_mb"])
+                for r in res["vectors"]), title=f"top-10 search, one query at a time "
+               f"({res['cpus']} CPUs; {escape(res['server'].split(' on ')[0])}, pgvector "
+               f"{res['pgvector']})")
+    print_rows(("store", "mode", "queries", "ndcg@10", "mrr@10"),
+               ((r["store"], r["mode"], r["n_queries"], fmt_ci(r["ndcg@10"], *r["ndcg@10_ci"]),
+                 fmt_ci(r["mrr@10"], *r["mrr@10_ci"])) for r in res["quality"]),
+               title="test split of the index's data set, as served")
+    print_rows(("engine", "actors", "texts", "sentences/s", "x in-process", "max |diff|"),
+               ((r["engine"], r["actors"], r["texts"], r["sentences_per_s"],
+                 f"{r['vs_in_process']:.2f}", f"{r['max_abs_diff']:.1e}")
+                for r in res["ray"]), title="batch embedding")
