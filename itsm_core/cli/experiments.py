@@ -212,7 +212,9 @@ def _bench_store(store: str | None, sizes: list[int], index: Path | None) -> Non
                ((r["store"], r["mode"], r["n_queries"], fmt_ci(r["ndcg@10"], *r["ndcg@10_ci"]),
                  fmt_ci(r["mrr@10"], *r["mrr@10_ci"])) for r in res["quality"]),
                title="test split of the index's data set, as served")
-    print_rows(("engine", "actors", "texts", "sentences/s", "x in-process", "max |diff|"),
+    print_rows(("engine", "actors", "texts", "sentences/s", "x in-process", "start-up s",
+                "steady sentences/s", "steady x", "max |diff|"),
                ((r["engine"], r["actors"], r["texts"], r["sentences_per_s"],
-                 f"{r['vs_in_process']:.2f}", f"{r['max_abs_diff']:.1e}")
+                 f"{r['vs_in_process']:.2f}", r["startup_s"], r["steady_sentences_per_s"],
+                 f"{r['steady_vs_in_process']:.2f}", f"{r['max_abs_diff']:.1e}")
                 for r in res["ray"]), title="batch embedding")

@@ -245,6 +245,49 @@ def serve_table(bench_dir: str | Path | None = None) -> Table:
     return Table("serve", md, [_rel(found)], [res.get("git_commit") or ""], _date(stamp))
 
 
+def store_table(bench_dir: str | Path | None = None) -> Table:
+    """The newest ``itsm bench store``: numpy exact vs pgvector HNSW, the served NDCG@10
+    from both stores, Ray Data vs in-process embedding."""
+    import json
+
+    from itsm_core.core.config import RESULTS_DIR
+    from itsm_core.metrics.format import fmt_ci
+    from itsm_core.runs.store import latest_file
+
+    found = latest_file(bench_dir or RESULTS_DIR / "bench", "store_*.json")
+    if found is None:
+        raise ItsmError("no store benchmark yet", where=str(bench_dir or RESULTS_DIR / "bench"),
+                        fix="run `itsm bench store`")
+    res = json.loads(found.read_text(encoding="utf-8"))
+    vec = pd.DataFrame(res["vectors"])[["store", "n", "filter", "build_s", "p50_ms", "p95_ms",
+                                        "recall@10", "size_mb"]]
+    vec["n"] = vec["n"].map("{:,}".format)
+    parts = [f"Top-10 search, one query at a time, {res['cpus']} CPUs; "
+             f"{res['server'].split(' on ')[0]}, pgvector {res['pgvector']}; synthetic "
+             "clustered 384-d unit vectors:", "", vec.to_markdown(index=False)]
+    if res.get("quality"):
+        q = pd.DataFrame([{"store": r["store"], "mode": r["mode"], "queries": r["n_queries"],
+                           "ndcg@10": fmt_ci(r["ndcg@10"], *r["ndcg@10_ci"]),
+                           "mrr@10": fmt_ci(r["mrr@10"], *r["mrr@10_ci"])}
+                          for r in res["quality"]])
+        parts += ["", f"The same index ({_rel_text(res['quality'][0]['index'])}) served from "
+                  "both stores, test split:", "", q.to_markdown(index=False)]
+    if res.get("ray"):
+        r = pd.DataFrame(res["ray"])[["engine", "actors", "texts", "sentences_per_s",
+                                      "vs_in_process", "startup_s", "steady_sentences_per_s",
+                                      "steady_vs_in_process", "max_abs_diff"]]
+        parts += ["", "Batch embedding (MiniLM, it_tickets texts, same machine):", "",
+                  r.to_markdown(index=False)]
+    stamp = found.stem.rsplit("_", 1)[-1]
+    return Table("store", "\n".join(parts), [_rel(found)], [res.get("git_commit") or ""],
+                 _date(stamp))
+
+
+ON_DEMAND = {"store": "store_*.json"}
+"""Tables of benchmarks run by hand, not by the pipeline: re-rendered by default only
+when their result file exists here (else the committed table is kept)."""
+
+
 TABLES: dict[str, Callable[[], Table]] = {
     "leaderboard": leaderboard_table,
     "paired": paired_table,
@@ -253,6 +296,7 @@ TABLES: dict[str, Callable[[], Table]] = {
     "index": index_table,
     "timing": timing_table,
     "serve": serve_table,
+    "store": store_table,
 }
 """Every generated README table, by the name its marker uses."""
 
@@ -305,6 +349,14 @@ def check_readme(readme: str | Path = README, tables_dir: str | Path = TABLES_DI
     return stale
 
 
+def _renderable(name: str) -> bool:
+    from itsm_core.core.config import RESULTS_DIR
+    from itsm_core.runs.store import latest_file
+
+    return name not in ON_DEMAND or latest_file(RESULTS_DIR / "bench",
+                                                ON_DEMAND[name]) is not None
+
+
 def refresh_readme(readme: str | Path = README, tables_dir: str | Path = TABLES_DIR, *,
                    render: bool = True, names: Iterable[str] | None = None) -> dict[str, Path]:
     """Render the tables (unless ``render`` is False) and rewrite the README's sections.
@@ -320,7 +372,7 @@ def refresh_readme(readme: str | Path = README, tables_dir: str | Path = TABLES_
     """
     readme = Path(readme)
     text = readme.read_text(encoding="utf-8")
-    wanted = list(names or marked_sections(text))
+    wanted = list(names or [n for n in marked_sections(text) if _renderable(n)])
     written = write_tables(wanted, tables_dir) if render else {}
     atomic_write_text(readme, splice(text, tables_dir))
     return written

@@ -119,7 +119,14 @@ def local_postgres(settings: dict[str, str] | None = None,
     Yields:
         The running :class:`LocalPostgres`; it is stopped and deleted on exit.
     """
+    import signal
+    import sys
+    import threading
+
     root = Path(tempfile.mkdtemp(prefix="itsm-pg-", dir=parent))
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # a kill still cleans up
+        previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     user = _unprivileged()
     if user:
         shutil.chown(root, user, "nogroup")
@@ -139,3 +146,5 @@ def local_postgres(settings: dict[str, str] | None = None,
         yield server
     finally:
         server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -19,10 +19,12 @@ Search:
   ``WHERE``) does not starve the top-k; hits are re-sorted by exact cosine. At a Matryoshka
   dim below the stored one the scan is exact (``l2_normalize(subvector(...))``: the
   HNSW index is on the full dim).
-- ``bm25`` (the lexical side): PostgreSQL full-text search, ``ts_rank`` of the query's
-  lexemes OR-ed together against the GIN-indexed ``tsvector``; no second process holds
-  the texts and it is transactional with the rows. ``itsm bench store`` measures what this
-  costs against bm25s in hybrid NDCG@10.
+- ``bm25`` (the lexical side), two choices (``lexical=``): ``fts``, PostgreSQL full-text
+  search, ``ts_rank`` of the query's lexemes OR-ed together against the GIN-indexed
+  ``tsvector`` (nothing held outside the database, transactional with the rows); or
+  ``bm25``, bm25s over the collection's texts held beside the store by the serving process
+  (the folder index's scorer; rebuilt when the generation moves on). ``itsm bench store``
+  measures both against the folder in hybrid NDCG@10.
 - ``hybrid``: the union of the dense and lexical top candidates (``candidates`` each),
   fused by the index's stored :class:`~itsm_core.encoders.hybrid.Fusion` over those
   candidates.
@@ -51,6 +53,7 @@ from itsm_core.serving.index import (
 )
 
 META_TABLE = "itsm_collections"
+LEXICAL = ("fts", "bm25")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
 """pgvector's defaults, written out so the build records them."""
@@ -210,7 +213,8 @@ def create_collection(url: str, name: str, meta: dict[str, Any], emb: np.ndarray
         meta = {**meta, "n": len(incidents), "generation": int(meta.get("generation", 1)),
                 "store": {"kind": "postgresql", "url": redact(url), "collection": name,
                           "hnsw": {"m": int(m), "ef_construction": int(ef_construction)},
-                          "lexical": "postgresql full-text search (ts_rank, english)",
+                          "lexical": "fts (PostgreSQL ts_rank, english) or bm25 (bm25s "
+                                     "beside the store), chosen when opened",
                           "copy_seconds": round(copied, 2),
                           "build_seconds": round(time.perf_counter() - t0, 2)},
                 "files": {}}
@@ -238,13 +242,20 @@ class PgIndex(IndexBase):
         collection: its name; may be omitted when the database holds exactly one.
         ef_search: HNSW candidate list size (recall / latency trade-off).
         candidates: dense and lexical candidates each, fused in ``hybrid`` mode.
+        lexical: ``fts`` (PostgreSQL full-text search, in the database) or ``bm25``
+            (bm25s over the collection's texts, held by this process beside the store and
+            rebuilt when the generation moves on).
     """
 
     store_kind = "postgresql"
 
     def __init__(self, url: str, collection: str | None = None, *, ef_search: int = 100,
-                 candidates: int = 100):
-        self.url = url
+                 candidates: int = 100, lexical: str = "fts"):
+        if lexical not in LEXICAL:
+            raise ItsmError(f"unknown lexical scorer {lexical!r}", where="--lexical",
+                            fix=f"use one of {list(LEXICAL)}")
+        self.url, self.lexical = url, lexical
+        self._bm25_state: tuple | None = None
         self._local = threading.local()
         self.ef_search, self.candidates = int(ef_search), int(candidates)
         names = [c["name"] for c in list_collections(url)]
@@ -373,6 +384,8 @@ class PgIndex(IndexBase):
                      n: int) -> dict[str, float]:
         from psycopg import sql
 
+        if self.lexical == "bm25":
+            return self._bm25_top(conn, text, where, params, n)
         rows = conn.execute(sql.SQL(
             "WITH q AS (SELECT " + self._TSQUERY + " AS tq) SELECT number, "
             "ts_rank(tsv, q.tq) AS r FROM {}, q WHERE tsv @@ q.tq AND {} "
@@ -380,11 +393,63 @@ class PgIndex(IndexBase):
             [text, *params, n]).fetchall()
         return {r[0]: float(r[1]) for r in rows}
 
-    def _both(self, conn, q: np.ndarray, text: str, dim: int,  # noqa: ANN001
-              numbers: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(dense cosine, ts_rank) of ``numbers``, in that order."""
+    def _bm25(self, conn) -> tuple:  # noqa: ANN001
+        """(generation, numbers, {number: row}, bm25s index) of the collection's texts."""
         from psycopg import sql
 
+        from itsm_core.encoders.scorers import bm25_index
+
+        gen = self.meta.get("generation")
+        if self._bm25_state is None or self._bm25_state[0] != gen:
+            rows = conn.execute(sql.SQL("SELECT number, text FROM {} ORDER BY number").format(
+                _table(self.collection))).fetchall()
+            numbers = np.array([r[0] for r in rows], dtype=object)
+            self._bm25_state = (gen, numbers, {n: i for i, n in enumerate(numbers)},
+                                bm25_index([r[1] or "" for r in rows]))
+        return self._bm25_state
+
+    def _bm25_row(self, conn, text: str) -> np.ndarray:  # noqa: ANN001
+        from itsm_core.encoders.scorers import bm25_query_scores
+
+        _, numbers, _, index = self._bm25(conn)
+        return bm25_query_scores(index, [text], len(numbers))[0]
+
+    def _bm25_top(self, conn, text: str, where, params: list,  # noqa: ANN001
+                  n: int) -> dict[str, float]:
+        from psycopg import sql
+
+        _, numbers, pos, _ = self._bm25(conn)
+        row = self._bm25_row(conn, text).astype(np.float64)
+        if where.as_string(conn) != "TRUE":  # the filter is the database's: ask which pass
+            allowed = [r[0] for r in conn.execute(sql.SQL("SELECT number FROM {} WHERE {}")
+                                                  .format(_table(self.collection), where),
+                                                  params).fetchall()]
+            keep = np.full(len(row), -np.inf)
+            idx = [pos[a] for a in allowed if a in pos]
+            keep[idx] = row[idx]
+            row = keep
+        n = min(n, int(np.isfinite(row).sum()))
+        if n <= 0:
+            return {}
+        top = np.argpartition(-row, n - 1)[:n]
+        top = top[np.argsort(-row[top], kind="stable")]
+        return {numbers[i]: float(row[i]) for i in top if row[i] > 0}
+
+    def _both(self, conn, q: np.ndarray, text: str, dim: int,  # noqa: ANN001
+              numbers: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(dense cosine, lexical score) of ``numbers``, in that order."""
+        from psycopg import sql
+
+        if self.lexical == "bm25":
+            rows = conn.execute(sql.SQL("SELECT number, 1 - {} FROM {} WHERE number = "
+                                        "ANY(%s)").format(self._distance(dim),
+                                                          _table(self.collection)),
+                                [q, numbers]).fetchall()
+            cos = {r[0]: float(r[1]) for r in rows}
+            _, _, pos, _ = self._bm25(conn)
+            lex = self._bm25_row(conn, text)
+            return (np.array([cos[n] for n in numbers], np.float32),
+                    np.array([lex[pos[n]] for n in numbers], np.float32))
         rows = conn.execute(sql.SQL(
             "WITH q AS (SELECT " + self._TSQUERY + " AS tq) SELECT number, 1 - {}, "
             "ts_rank(tsv, q.tq) FROM {}, q WHERE number = ANY(%s)").format(

@@ -85,7 +85,8 @@ def encode_with_ray(spec: str, texts: Sequence[str], prefix: str, dim: int, *,
     ds = ray.data.from_pandas([frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
     out = ds.map_batches(_Embedder, fn_constructor_kwargs={
         "spec": spec, "prefix": prefix, "dim": dim, "threads": int(per_actor)},
-        batch_size=batch_size, concurrency=concurrency, num_cpus=per_actor,
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=per_actor,
         batch_format="numpy")
     emb = np.zeros((len(texts), dim), np.float32)
     seen = 0

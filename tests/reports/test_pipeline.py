@@ -60,3 +60,29 @@ def test_pipeline_refuses_a_data_set_without_ground_truth(desk):
 
     with pytest.raises(ItsmError, match="no ground truth"):
         run_pipeline("desk_plain")
+
+
+def test_the_chain_by_hand_on_a_desk_export_into_postgresql(desk, tmp_path, pg_url,
+                                                            isolated_results):
+    """The stages the pipeline automates, one call each, on a ServiceNow-shaped export and
+    the tiny model, in the default test run: data add -> pairs -> train -> evaluate ->
+    export -> index (PostgreSQL + pgvector) -> search."""
+    from itsm_core.evaluation.benchmark import evaluate_file
+    from itsm_core.serving.export import export_onnx
+    from itsm_core.serving.store import build, open_store
+    from itsm_core.training.finetune import config_for_profile, make_pairs, run_training
+
+    pairs, report = make_pairs("desk_pipe")
+    assert report.ok and len(pairs) > 0
+    cfg = config_for_profile("smoke", model=str(desk), dataset="desk_pipe",
+                             evaluate_test=True, output_dir=str(tmp_path / "train"))
+    trained = run_training(cfg)
+    test_metrics = json.loads((trained.run_dir / "test_metrics.json").read_text())
+    rec = evaluate_file(str(trained.model_dir), None, tmp_path / "eval", dataset="desk_pipe")
+    assert rec["split"] == "test" and rec["dataset"] == "desk_pipe"
+    assert test_metrics["ndcg@10"] == pytest.approx(rec["ndcg@10"], abs=1e-6)
+    onnx = export_onnx(str(trained.model_dir), tmp_path / "onnx")
+    idx = build(str(onnx), dataset="desk_pipe", store=pg_url, collection="desk_chain")
+    assert len(idx) == 360 and idx.meta["model"]["spec"] == str(onnx.resolve())
+    hits = open_store(store=pg_url, collection="desk_chain").search("vpn tunnel drops", k=3)
+    assert hits[0]["number"].notna().all() and len(hits[0]) == 3

@@ -95,3 +95,24 @@ def test_the_readme_tables_match_their_source_files():
     assert {"leaderboard", "paired", "diagnose", "export", "index", "timing", "serve"} <= set(
         sections)
     assert rt.check_readme(readme, ROOT / "reports" / "tables") == []
+
+
+def test_store_table_renders_the_newest_store_bench(tmp_path, pg_url):
+    """From a real (small) vector bench against the test server; on-demand tables are only
+    re-rendered when their result file exists."""
+    import json
+
+    from itsm_core.serving.pgstore import connect
+    from itsm_core.serving.storebench import bench_vectors
+
+    with connect(pg_url) as conn:
+        rows = bench_vectors(conn, 2000, dim=16, queries=10)
+    (tmp_path / "store_20261202T000000Z.json").write_text(json.dumps(
+        {"cpus": 2, "server": "PostgreSQL 18.6 on x86_64", "pgvector": "0.8.6",
+         "vectors": rows, "quality": [], "ray": [], "git_commit": "abc1234"}))
+    table = rt.store_table(tmp_path)
+    assert "pgvector HNSW" in table.markdown and "2,000" in table.markdown
+    assert table.sources[0].endswith("store_20261202T000000Z.json")
+    with pytest.raises(ItsmError, match="itsm bench store"):
+        rt.store_table(tmp_path / "none")
+    assert "store" in rt.ON_DEMAND

@@ -205,3 +205,16 @@ def test_cli_builds_lists_and_searches_a_store(tiny_model, incidents_csv, pg_url
     res = runner.invoke(app, ["search", "vpn", "--store", "postgresql://x@127.0.0.1:1/db"])
     assert res.exit_code == 2 and "cannot connect" in res.output
     assert "Traceback" not in res.output
+
+
+def test_bm25s_beside_the_store_ranks_like_the_folder(pg, folder, pg_url):
+    beside = PgIndex(pg_url, "tiny", lexical="bm25")
+    q = "VPN keeps dropping in the meeting room wifi"
+    for f in (None, SearchFilter({"category": "network"})):
+        a = beside.search(q, k=5, mode="bm25", filter=f)[0]
+        b = folder.search(q, k=5, mode="bm25", filter=f)[0]
+        b = b[b["score"] > 0]
+        assert a["number"].tolist() == b["number"].tolist()[: len(a)] and len(a)
+        np.testing.assert_allclose(a["score"], b["score"][: len(a)], rtol=1e-5)
+    with pytest.raises(ItsmError, match="unknown lexical"):
+        PgIndex(pg_url, "tiny", lexical="tsvector")
