@@ -81,6 +81,9 @@ StoreOpt = Annotated[str | None, typer.Option(
     "--store", envvar="ITSM_STORE",
     help="PostgreSQL + pgvector URL (postgresql://user:pw@host:port/db) instead of an index "
          "folder; default $ITSM_STORE")]
+LexicalOpt = Annotated[str, typer.Option(
+    help="lexical side of hybrid search in a --store: bm25 (bm25s beside the store, as the "
+         "folder index) or fts (PostgreSQL full-text search)")]
 CollectionOpt = Annotated[str | None, typer.Option(
     help="collection in the --store (default: the data set / file name when building; the "
          "only one when searching)")]
@@ -237,13 +240,14 @@ def search_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
     store: StoreOpt = None,
     collection: CollectionOpt = None,
+    lexical: LexicalOpt = "bm25",
 ) -> None:
     """Find the incidents most similar to a text: number, score, description, category,
     resolution notes (whatever the index holds)."""
     from itsm_core.serving.index import search_payload
     from itsm_core.serving.store import open_store
 
-    idx = open_store(index, store, collection)
+    idx = open_store(index, store, collection, lexical)
     results = idx.search(queries, k=k, mode=mode, dim=dim, model=model)
     if as_json:
         payload = search_payload(idx, queries, results, mode, dim)
@@ -281,6 +285,7 @@ def serve_cmd(
     api_key_file: Annotated[Path | None, typer.Option(
         help="file whose first line is the API key (default: $ITSM_API_KEY)")] = None,
     store: StoreOpt = None,
+    lexical: LexicalOpt = "bm25",
 ) -> None:
     """Serve the similar-incident API (POST /similar, …; OpenAPI at /docs) and the web page
     at / from one process; model and index are loaded once."""
@@ -289,4 +294,4 @@ def serve_cmd(
     from itsm_core.serving.service import api_key_from, serve
 
     serve(index, host, port, api_key=api_key_from(dict(os.environ), api_key_file),
-          store=store)
+          store=store, lexical=lexical)

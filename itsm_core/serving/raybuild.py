@@ -79,7 +79,10 @@ def encode_with_ray(spec: str, texts: Sequence[str], prefix: str, dim: int, *,
         logging.INFO if ctx.enable_progress_bars else logging.WARNING)
     cpus = float(ray.cluster_resources().get("CPU", 1))
     per_actor = max(1.0, cpus // concurrency)
+    # longest first, so each batch holds texts of similar length (little padding), as
+    # sentence-transformers' own encode does within one call; "row" restores the order
     frame = pd.DataFrame({"row": np.arange(len(texts)), "text": list(texts)})
+    frame = frame.iloc[np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")]
     blocks = max(1, min(-(-len(texts) // batch_size), 4 * concurrency))
     bounds = np.linspace(0, len(frame), blocks + 1).astype(int)
     ds = ray.data.from_pandas([frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])])

@@ -60,6 +60,7 @@ class ServiceConfig:
 
     indexes: dict[str, Path | str] = field(default_factory=dict)
     store: str | None = None
+    lexical: str = "bm25"
     api_key: str | None = None
     max_body_bytes: int = 2_000_000
     max_text_chars: int = 20_000
@@ -111,10 +112,12 @@ def default_indexes(index: list[Path] | None, store: str | None = None
 class Collection:
     """One index served: the current generation and a writer lock."""
 
-    def __init__(self, name: str, location: Path | str, store: str | None = None):
+    def __init__(self, name: str, location: Path | str, store: str | None = None,
+                 lexical: str = "bm25"):
         self.name = name
-        self.current: IndexBase = (open_store(store=store, collection=str(location)) if store
-                                   else open_store(Path(location)))
+        self.current: IndexBase = (
+            open_store(store=store, collection=str(location), lexical=lexical) if store
+            else open_store(Path(location)))
         self.current.encoder()  # load the model once, at start-up
         self._write = threading.Lock()
 
@@ -242,7 +245,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     if not config.indexes:
         raise ItsmError("no index to serve", where="--index",
                         fix="build one: make index (or itsm index build ...)")
-    collections = {name: Collection(name, loc, config.store)
+    collections = {name: Collection(name, loc, config.store, config.lexical)
                    for name, loc in config.indexes.items()}
     default = next(iter(collections))
     app = FastAPI(title="ITSM similar-incident service",
@@ -304,7 +307,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 "dims": [d for d in (idx.dim, 256, 128, 64) if d <= idx.dim],
                 "incidents": len(idx), "generation": m.get("generation"),
                 "fusion": idx.fusion.describe(), "duplicates": idx.duplicate_threshold(),
-                "store": idx.store_kind, "filter_columns": idx.filter_columns(),
+                "store": idx.store_kind, "lexical": getattr(idx, "lexical", "bm25"),
+                "filter_columns": idx.filter_columns(),
                 "categories": idx.categories()}
 
     def _search(coll: Collection, text: str, req: SimilarRequest,
@@ -407,8 +411,8 @@ def api_key_from(env: dict[str, str], key_file: Path | None = None) -> str | Non
 
 
 def serve(index: list[Path] | None = None, host: str = "127.0.0.1", port: int = 8000, *,
-          api_key: str | None = None, log_level: str = "info", store: str | None = None
-          ) -> None:
+          api_key: str | None = None, log_level: str = "info", store: str | None = None,
+          lexical: str = "bm25") -> None:
     """``itsm serve``: check the bind address, load the indexes once, run uvicorn.
 
     Args:
@@ -416,11 +420,12 @@ def serve(index: list[Path] | None = None, host: str = "127.0.0.1", port: int = 
             default: the newest bundled index (every collection of the store).
         host, port: where to listen (loopback by default; others need ``api_key``).
         api_key: required in the ``X-API-Key`` header when set.
-        log_level: uvicorn's log level; store: a PostgreSQL + pgvector URL.
+        log_level: uvicorn's log level; store: a PostgreSQL + pgvector URL; lexical: its
+            lexical scorer (``fts`` or ``bm25``).
     """
     import uvicorn
 
     check_bind(host, api_key)  # before anything heavy is loaded
     app = create_app(ServiceConfig(indexes=default_indexes(index, store), api_key=api_key,
-                                   store=store))
+                                   store=store, lexical=lexical))
     uvicorn.run(app, host=host, port=port, log_level=log_level)

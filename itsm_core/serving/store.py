@@ -143,16 +143,17 @@ def collections(store: str | None) -> list[dict[str, Any]]:
 
 
 def open_store(index: str | Path | None = None, store: str | None = None,
-               collection: str | None = None) -> IndexBase:
-    """The index to search: a collection of a PostgreSQL ``store``, else the folder
-    ``index`` (default: the newest under ``models/indexes/``)."""
+               collection: str | None = None, lexical: str = "bm25") -> IndexBase:
+    """The index to search: a collection of a PostgreSQL ``store`` (its lexical scorer
+    ``lexical``: ``fts`` or ``bm25``, see :class:`PgIndex`), else the folder ``index``
+    (default: the newest under ``models/indexes/``)."""
     if store:
         _check_store(store)
         if index:
             raise ItsmError("--index and --store are two places for one index",
                             where="--index", fix="choose one (--collection names the one "
                             "in the store)")
-        return PgIndex(store, collection)
+        return PgIndex(store, collection, lexical=lexical)
     if collection:
         raise ItsmError("--collection applies to a PostgreSQL store", where="--collection",
                         fix="add --store postgresql://...")
