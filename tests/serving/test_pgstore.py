@@ -53,7 +53,8 @@ def test_the_store_holds_the_same_build_as_a_folder(pg, folder, pg_url):
         assert pg.meta[key] == folder.meta[key], key
     assert pg.meta["model"]["fingerprint"] == folder.meta["model"]["fingerprint"]
     assert pg.meta["store"]["kind"] == "postgresql" and pg.store_kind == "postgresql"
-    assert {"name": "tiny", "incidents": 42} .items() <= list_collections(pg_url)[0].items()
+    listed = {c["name"]: c for c in list_collections(pg_url)}
+    assert listed["tiny"]["incidents"] == 42 and listed["tiny"]["dim"] == 32
     with psycopg.connect(pg_url) as conn:  # the embeddings are the folder's, row by row
         rows = dict(conn.execute("SELECT number, embedding::text FROM itsm_tiny").fetchall())
     stored = np.array([np.array(rows[n].strip("[]").split(","), float)
@@ -126,7 +127,9 @@ def test_an_existing_collection_is_never_overwritten_unless_asked(pg, tiny_model
     assert len(PgIndex(pg_url, "tiny")) == 42
 
 
-def test_clear_errors_for_bad_stores(pg_url, tiny_model, incidents_csv):
+def test_clear_errors_for_bad_stores(pg, pg_url, tiny_model, incidents_csv):
+    if len(list_collections(pg_url)) < 2:  # run alone: make the store hold two
+        build(str(tiny_model), incidents_csv, store=pg_url, collection="second")
     with pytest.raises(ItsmError, match="cannot connect"):
         PgIndex("postgresql://nobody:secret@127.0.0.1:1/none")
     with pytest.raises(ItsmError, match="not a PostgreSQL URL"):
