@@ -173,6 +173,22 @@ def index_info(
     _print_index_info(open_store(index, store, collection))
 
 
+@index_app.command("publish")
+@friendly
+def index_publish(
+    index: Annotated[Path | None, typer.Argument(help="index folder (default: newest)")] =
+    None,
+    store: StoreOpt = None,
+    collection: CollectionOpt = None,
+    replace: Annotated[bool, typer.Option(help="overwrite an existing --collection")] = False,
+) -> None:
+    """Copy a folder index into a PostgreSQL + pgvector --store as it is (nothing is
+    re-encoded; fusion and duplicate threshold come along)."""
+    from itsm_core.serving.store import publish
+
+    _print_index_info(publish(index, store, collection, replace=replace))
+
+
 @index_app.command("list")
 @friendly
 def index_list(store: StoreOpt = None) -> None:

@@ -119,6 +119,30 @@ def build(model: str, incidents: str | Path | None = None, *, dataset: str = "it
     return idx
 
 
+def publish(index: str | Path | None, store: str | None, collection: str | None = None, *,
+            replace: bool = False) -> PgIndex:
+    """``itsm index publish``: copy a folder index (default: the newest) into a PostgreSQL
+    store as it is - same embeddings, incidents and manifest (fusion and duplicate
+    threshold chosen on validation); nothing is re-encoded.
+
+    Args:
+        index: the folder; store: the ``postgresql://`` URL; collection: its name there
+            (default: the folder's data set name); replace: overwrite an existing one.
+    """
+    if not store:
+        raise ItsmError("no store given", where="--store",
+                        fix="pass --store postgresql://... (or set ITSM_STORE)")
+    _check_store(store)
+    folder = open_index(index)
+    name = check_collection_name(collection or Path(folder.path).name.split("_", 1)[-1])
+    meta = {**folder.meta, "history": [*folder.meta.get("history", []), {
+        "op": "publish", "source": str(folder.path), "n": len(folder)}]}
+    idx = create_collection(store, name, meta, folder.embeddings, folder.incidents,
+                            replace=replace, progress=len(folder) > 20_000)
+    idx._encoder = folder._encoder
+    return idx
+
+
 def _check_store(store: str) -> None:
     if not is_store_url(store):
         raise ItsmError(f"not a PostgreSQL URL: {store!r}", where="--store",

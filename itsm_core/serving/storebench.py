@@ -35,10 +35,10 @@ from itsm_core.serving.pgstore import (
     HNSW_M,
     PgIndex,
     connect,
-    create_collection,
     is_store_url,
     redact,
 )
+from itsm_core.serving.store import publish
 
 BENCH_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off",
                          "full_page_writes": "off", "shared_buffers": "2GB",
@@ -181,19 +181,13 @@ def evaluate_store(idx: IndexBase, incidents: str | Path | None = None, *, mode:
     return {"n_queries": len(bench.query_ids), **summary}
 
 
-def publish(index: SearchIndex, url: str, collection: str) -> PgIndex:
-    """Copy a folder index into PostgreSQL as-is (same embeddings, manifest, incidents)."""
-    return create_collection(url, collection, index.meta, index.embeddings, index.incidents,
-                             replace=True)
-
-
 def bench_quality(url: str, index: str | Path | None = None) -> list[dict[str, Any]]:
     """Test NDCG@10 / MRR@10 of one index from the folder and from pgvector."""
     folder = SearchIndex(index or latest_index())
-    pg = publish(folder, url, "itsm_bench_quality")
-    pg._encoder = folder.encoder()
+    publish(folder.path, url, "itsm_bench_quality", replace=True)
+    pg = PgIndex(url, "itsm_bench_quality", lexical="fts")
     pg_bm25 = PgIndex(url, "itsm_bench_quality", lexical="bm25")
-    pg_bm25._encoder = pg._encoder
+    pg._encoder = pg_bm25._encoder = folder.encoder()
     rows = []
     for mode in ("dense", "hybrid", "bm25"):
         stores = [("folder (numpy exact, bm25s)", folder),

@@ -221,3 +221,20 @@ def test_bm25s_beside_the_store_ranks_like_the_folder(pg, folder, pg_url):
         np.testing.assert_allclose(a["score"], b["score"][: len(a)], rtol=1e-5)
     with pytest.raises(ItsmError, match="unknown lexical"):
         PgIndex(pg_url, "tiny", lexical="tsvector")
+
+
+def test_cli_publishes_a_folder_index_without_re_encoding(folder, pg_url):
+    from typer.testing import CliRunner
+
+    from itsm_core.cli.main import app
+
+    runner = CliRunner(env={"COLUMNS": "250", "NO_COLOR": "1"})
+    res = runner.invoke(app, ["index", "publish", str(folder.path), "--store", pg_url,
+                              "--collection", "published"])
+    assert res.exit_code == 0, res.output
+    pub = PgIndex(pg_url, "published")
+    assert pub.meta["fusion"] == folder.meta["fusion"] and len(pub) == len(folder)
+    assert [h["op"] for h in pub.meta["history"]] == ["build", "publish"]
+    res = runner.invoke(app, ["index", "publish", str(folder.path), "--store", pg_url,
+                              "--collection", "published"])
+    assert res.exit_code == 2 and "already exists" in res.output

@@ -11,7 +11,8 @@ import pytest
 
 from itsm_core.serving.index import build_index
 from itsm_core.serving.pgstore import connect
-from itsm_core.serving.storebench import bench_vectors, evaluate_store, publish, synthetic
+from itsm_core.serving.store import publish
+from itsm_core.serving.storebench import bench_vectors, evaluate_store, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def test_vector_bench_rows(pg_url):
 
 
 def test_the_served_pgvector_ranking_scores_like_the_folder(folder, pg_url):
-    pg = publish(folder, pg_url, "quality")
+    pg = publish(folder.path, pg_url, "quality")
+    assert pg.meta["history"][-1]["op"] == "publish" and len(pg) == len(folder)
     for mode in ("dense", "hybrid"):
         a, b = evaluate_store(folder, mode=mode), evaluate_store(pg, mode=mode)
         assert a["n_queries"] == b["n_queries"] > 0
@@ -49,3 +51,16 @@ def test_the_served_pgvector_ranking_scores_like_the_folder(folder, pg_url):
             assert a["ndcg@10"] == pytest.approx(b["ndcg@10"], abs=1e-6)
         assert 0 < b["ndcg@10"] <= 1 and len(b["ndcg@10_ci"]) == 2
     assert Path(folder.meta["source"]["incidents"]).exists()
+
+
+def test_quality_rows_name_the_lexical_scorer_they_used(folder, pg_url, monkeypatch):
+    from itsm_core.serving import storebench
+
+    seen = []
+    monkeypatch.setattr(storebench, "evaluate_store",
+                        lambda idx, mode: seen.append((getattr(idx, "lexical", "folder"),
+                                                       mode)) or {"n_queries": 1})
+    rows = storebench.bench_quality(pg_url, folder.path)
+    labels = {(r["store"], r["mode"]): lex for r, (lex, _) in zip(rows, seen)}
+    assert labels[("pgvector HNSW + PostgreSQL full-text search", "bm25")] == "fts"
+    assert labels[("pgvector HNSW + bm25s beside it", "bm25")] == "bm25"
