@@ -768,14 +768,19 @@ def filter_mask(incidents: pd.DataFrame, filters: dict[str, Any] | None = None, 
         opened = pd.to_datetime(incidents["opened_at"], errors="coerce", utc=True)
         for bound, keep in ((opened_from, lambda o, b: o >= b), (opened_to, lambda o, b: o <= b)):
             if bound:
-                try:
-                    b = pd.Timestamp(bound)
-                except ValueError as exc:
-                    raise ItsmError(f"not a date: {bound!r}", where="opened_from/opened_to",
-                                    fix="use an ISO date such as 2026-11-30") from exc
-                b = b.tz_localize("UTC") if b.tzinfo is None else b.tz_convert("UTC")
-                mask &= keep(opened, b).fillna(False).to_numpy()
+                mask &= keep(opened, utc_bound(bound)).fillna(False).to_numpy()
     return mask
+
+
+def utc_bound(bound: str) -> pd.Timestamp:
+    """An ``opened_from`` / ``opened_to`` value as a UTC timestamp (naive = UTC), or a
+    clear error. Shared by every store's date filter."""
+    try:
+        b = pd.Timestamp(bound)
+    except ValueError as exc:
+        raise ItsmError(f"not a date: {bound!r}", where="opened_from/opened_to",
+                        fix="use an ISO date such as 2026-11-30") from exc
+    return b.tz_localize("UTC") if b.tzinfo is None else b.tz_convert("UTC")
 
 
 def calibrate_duplicates(index: str | Path | None = None,

@@ -52,6 +52,7 @@ from itsm_core.serving.index import (
     IndexBase,
     SearchFilter,
     _encode_documents,
+    utc_bound,
 )
 
 META_TABLE = "itsm_collections"
@@ -340,14 +341,8 @@ class PgIndex(IndexBase):
                     raise ItsmError("the index has no opened_at column",
                                     where="opened_from/opened_to",
                                     fix="drop the date filter for this index")
-                try:
-                    b = pd.Timestamp(bound)
-                except ValueError as exc:
-                    raise ItsmError(f"not a date: {bound!r}", where="opened_from/opened_to",
-                                    fix="use an ISO date such as 2026-11-30") from exc
-                b = b.tz_localize("UTC") if b.tzinfo is None else b.tz_convert("UTC")
                 conds.append(sql.SQL(f"opened_ts {op} %s"))
-                params.append(b.to_pydatetime())
+                params.append(utc_bound(bound).to_pydatetime())
         if f.exclude:
             conds.append(sql.SQL("number <> ALL(%s)"))
             params.append([str(n) for n in f.exclude])
