@@ -484,10 +484,24 @@ class PgIndex(IndexBase):
         emb = self.embed_queries(qs, d) if mode != "bm25" or similarity else None
         conn, out = self._conn(), []
         with conn.transaction():
+            self._snapshot(conn)
             for i, text in enumerate(qs):
                 out.append(self._one(conn, text, None if emb is None else emb[i], k, mode,
                                      d, cond, params, similarity))
         return out
+
+    def _snapshot(self, conn) -> None:  # noqa: ANN001
+        """One snapshot for the whole request (as the folder index's one generation), and
+        this object's manifest moved on when another writer moved the collection on."""
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        row = conn.execute(f"SELECT meta FROM {META_TABLE} WHERE name = %s",
+                           [self.collection]).fetchone()
+        if row is None:
+            raise ItsmError(f"collection {self.collection!r} was dropped", where=self.path,
+                            fix="rebuild it: itsm index build --store ... --collection ...")
+        if row[0].get("generation") != self.meta.get("generation"):
+            self.meta = row[0]
+            self.fusion = Fusion(**self.meta["fusion"])
 
     def _one(self, conn, text: str, q: np.ndarray | None, k: int, mode: str,  # noqa: ANN001
              dim: int, cond, params: list, similarity: bool) -> pd.DataFrame:
@@ -524,6 +538,7 @@ class PgIndex(IndexBase):
 
     def get(self, number: str) -> dict[str, Any] | None:
         with self._conn().transaction():
+            self._snapshot(self._conn())
             df = self._rows(self._conn(), [str(number)])
         return None if df.empty else df.iloc[0].to_dict()
 

@@ -238,3 +238,17 @@ def test_cli_publishes_a_folder_index_without_re_encoding(folder, pg_url):
     res = runner.invoke(app, ["index", "publish", str(folder.path), "--store", pg_url,
                               "--collection", "published"])
     assert res.exit_code == 2 and "already exists" in res.output
+
+
+def test_a_reader_follows_another_writers_generation(tiny_model, incidents_csv, pg_url):
+    """Two processes' worth of handles: the reader's count, manifest and bm25s texts move
+    on with the writer's commits (one snapshot per request)."""
+    writer = build(str(tiny_model), incidents_csv, store=pg_url, collection="shared")
+    reader = PgIndex(pg_url, "shared", lexical="bm25")
+    reader._encoder = writer.encoder()
+    assert "W1" not in reader.search("badge reader dead", k=1, mode="bm25")[0]["number"].tolist()
+    writer.added(pd.DataFrame({"number": ["W1"], "text": ["Badge reader dead at the door"]}),
+                 source="test")
+    hit = reader.search("badge reader dead", k=1, mode="bm25")[0]
+    assert hit["number"][0] == "W1" and len(reader) == 43
+    assert reader.meta["generation"] == writer.meta["generation"]
