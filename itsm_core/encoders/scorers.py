@@ -82,6 +82,7 @@ def bm25_index(corpus: Sequence[str], k1: float = 1.5, b: float = 0.75):
     import bm25s
     from bm25s.tokenization import Tokenizer
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG when imported
     tok = Tokenizer(stopwords="en")
     ids = tok.tokenize(list(corpus), return_as="ids", update_vocab=True, show_progress=False)
     retriever = bm25s.BM25(k1=k1, b=b)

@@ -55,7 +55,6 @@ from itsm_core.core.io import (
 from itsm_core.encoders.hybrid import Fusion, _self_mask, choose_fusion
 
 logger = logging.getLogger(__name__)
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # its index build logs at DEBUG
 
 INDEX_META_FILE = "itsm_index.json"
 INDEX_VERSION = 1

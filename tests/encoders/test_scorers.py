@@ -161,3 +161,14 @@ def test_dense_embeddings_are_cached(minilm, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(minilm.model, "encode", boom)
     assert minilm.embed(list(reversed(TEXTS)), role="document").shape == (3, 384)
+
+
+def test_bm25_index_build_logs_nothing_below_warning(caplog):
+    """bm25s sets its logger to DEBUG when imported; the CLI must not print its chatter."""
+    import logging
+
+    from itsm_core.encoders.scorers import bm25_index
+
+    with caplog.at_level(logging.DEBUG):
+        bm25_index(["vpn drops", "printer jam", "vpn login"])
+    assert not [r for r in caplog.records if r.name.startswith("bm25s")]
