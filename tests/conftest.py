@@ -284,3 +284,11 @@ def pg_url() -> str:
 
     with local_postgres() as server:
         yield server.url
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT sentence-transformer folder (one per test module)."""
+    from deploy_fixtures import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -89,6 +89,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON values (numpy scalars / arrays, paths and sets converted, NaN
+    as None): what :func:`atomic_write_json` writes, for a JSON column of a database."""
+    return json.loads(json.dumps(_clean_nans(obj), default=_json_default, allow_nan=False))
+
+
 def atomic_write_df(path: str | Path, df) -> Path:  # noqa: ANN001 - pandas DataFrame
     """Write a DataFrame (CSV or Parquet by suffix) atomically."""
     path = Path(path)

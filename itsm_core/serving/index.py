@@ -299,8 +299,7 @@ class SearchIndex(IndexBase):
         return self.fusion.fuse(dense, self.bm25_scores(queries)), dense
 
     def search(self, queries: str | Sequence[str], k: int = 10, *, mode: str = "hybrid",
-               dim: int | None = None, model: str | None = None,
-               where: np.ndarray | None = None, similarity: bool = False,
+               dim: int | None = None, model: str | None = None, similarity: bool = False,
                filter: SearchFilter | None = None) -> list[pd.DataFrame]:  # noqa: A002
         """Top-``k`` incidents per query: rank, score, number, text, display columns.
 
@@ -308,21 +307,17 @@ class SearchIndex(IndexBase):
             queries: incident text(s).
             k: hits per query; mode: ``hybrid``, ``dense`` or ``bm25``; dim: Matryoshka dim.
             model: only a check: it must be the index's own model.
-            where: boolean mask over the index rows (:func:`filter_mask`); rows outside
-                it are never returned.
             similarity: add ``similarity``, the dense cosine of each hit (what the
                 likely-duplicate threshold is calibrated on), whatever the mode.
-            filter: a :class:`SearchFilter` (the form every store takes).
+            filter: a :class:`SearchFilter` (the form every store takes); incidents
+                outside it are never returned.
         """
         qs = self._check_query(queries, k, mode)
         self.check_model(model)
-        if filter is not None:
-            more = filter.mask(self.incidents)
-            where = more if where is None else (
-                np.asarray(where, bool) if more is None else np.asarray(where, bool) & more)
+        where = None if filter is None else filter.mask(self.incidents)
         s, dense = self._scored(qs, mode, dim, need_dense=similarity)
         if where is not None:
-            s = np.where(np.asarray(where, bool)[None, :], s, -np.inf)
+            s = np.where(where[None, :], s, -np.inf)
         return [self._top(row, k, None if dense is None or not similarity else dense[i])
                 for i, row in enumerate(s)]
 

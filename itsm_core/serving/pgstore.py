@@ -60,7 +60,6 @@ LEXICAL = ("fts", "bm25")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
 """pgvector's defaults, written out so the build records them."""
-COPY_BATCH = 5_000
 
 
 def is_store_url(location: Any) -> bool:
@@ -75,6 +74,17 @@ def redact(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def check_store_url(store: str | None) -> str:
+    """``store`` when it is a PostgreSQL URL, else a clear error (also when missing)."""
+    if not store:
+        raise ItsmError("no store given", where="--store",
+                        fix="pass --store postgresql://... (or set ITSM_STORE)")
+    if not is_store_url(store):
+        raise ItsmError(f"not a PostgreSQL URL: {store!r}", where="--store",
+                        fix="use postgresql://user:password@host:port/database")
+    return store
 
 
 def check_collection_name(name: str) -> str:
@@ -186,7 +196,7 @@ def create_collection(url: str, name: str, meta: dict[str, Any], emb: np.ndarray
     if dim > 2000:
         raise ItsmError(f"{dim}-d vectors are beyond pgvector's HNSW limit (2000)",
                         where="--dim", fix="store a Matryoshka dim <= 2000 (--dim 1024)")
-    columns = [c for c in incidents.columns]
+    columns = list(incidents.columns)
     t0 = time.perf_counter()
     with connect(url) as conn, conn.transaction():
         _ensure_meta_table(conn)
@@ -228,13 +238,11 @@ def create_collection(url: str, name: str, meta: dict[str, Any], emb: np.ndarray
 
 
 def _jsonb(obj: Any):  # noqa: ANN401
-    import json
-
     from psycopg.types.json import Jsonb
 
-    from itsm_core.core.io import _clean_nans, _json_default
+    from itsm_core.core.io import json_safe
 
-    return Jsonb(json.loads(json.dumps(_clean_nans(obj), default=_json_default)))
+    return Jsonb(json_safe(obj))
 
 
 class PgIndex(IndexBase):
@@ -290,9 +298,13 @@ class PgIndex(IndexBase):
             conn = self._local.conn = connect(self.url)
         return conn
 
-    def _load_meta(self) -> None:
-        row = self._conn().execute(f"SELECT meta FROM {META_TABLE} WHERE name = %s",
-                                   [self.collection]).fetchone()
+    def _load_meta(self, conn=None) -> None:  # noqa: ANN001
+        """This object's manifest, as committed (or as ``conn``'s snapshot sees it)."""
+        row = (conn or self._conn()).execute(f"SELECT meta FROM {META_TABLE} WHERE name = %s",
+                                             [self.collection]).fetchone()
+        if row is None:
+            raise ItsmError(f"collection {self.collection!r} was dropped", where=self.path,
+                            fix="rebuild it: itsm index build --store ... --collection ...")
         self.meta = row[0]
         self.dim = int(self.meta["dim"])
         self.fusion = Fusion(**self.meta["fusion"])
@@ -378,17 +390,20 @@ class PgIndex(IndexBase):
                 "' | '), '')) FROM unnest(to_tsvector('english', %s)))")
 
     def _lexical_top(self, conn, text: str, where, params: list,  # noqa: ANN001
-                     n: int) -> dict[str, float]:
+                     n: int) -> tuple[dict[str, float], np.ndarray | None]:
+        """(top-``n`` lexical scores among the rows that pass, the query's bm25s score of
+        every row or None with full-text search)."""
         from psycopg import sql
 
         if self.lexical == "bm25":
-            return self._bm25_top(conn, text, where, params, n)
+            row = self._bm25_row(conn, text)
+            return self._bm25_top(conn, row, where, params, n), row
         rows = conn.execute(sql.SQL(
             "WITH q AS (SELECT " + self._TSQUERY + " AS tq) SELECT number, "
             "ts_rank(tsv, q.tq) AS r FROM {}, q WHERE tsv @@ q.tq AND {} "
             "ORDER BY r DESC, number LIMIT %s").format(_table(self.collection), where),
             [text, *params, n]).fetchall()
-        return {r[0]: float(r[1]) for r in rows}
+        return {r[0]: float(r[1]) for r in rows}, None
 
     def _bm25(self, conn) -> tuple:  # noqa: ANN001
         """(generation, numbers, {number: row}, bm25s index) of the collection's texts."""
@@ -411,12 +426,12 @@ class PgIndex(IndexBase):
         _, numbers, _, index = self._bm25(conn)
         return bm25_query_scores(index, [text], len(numbers))[0]
 
-    def _bm25_top(self, conn, text: str, where, params: list,  # noqa: ANN001
+    def _bm25_top(self, conn, row: np.ndarray, where, params: list,  # noqa: ANN001
                   n: int) -> dict[str, float]:
         from psycopg import sql
 
         _, numbers, pos, _ = self._bm25(conn)
-        row = self._bm25_row(conn, text).astype(np.float64)
+        row = row.astype(np.float64)
         if where.as_string(conn) != "TRUE":  # the filter is the database's: ask which pass
             allowed = [r[0] for r in conn.execute(sql.SQL("SELECT number FROM {} WHERE {}")
                                                   .format(_table(self.collection), where),
@@ -433,20 +448,20 @@ class PgIndex(IndexBase):
         return {numbers[i]: float(row[i]) for i in top if row[i] > 0}
 
     def _both(self, conn, q: np.ndarray, text: str, dim: int,  # noqa: ANN001
-              numbers: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(dense cosine, lexical score) of ``numbers``, in that order."""
+              numbers: list[str], lex_row: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(dense cosine, lexical score) of ``numbers``, in that order; the lexical score
+        from ``lex_row`` (bm25s) when given, else ``ts_rank``."""
         from psycopg import sql
 
-        if self.lexical == "bm25":
+        if lex_row is not None:
             rows = conn.execute(sql.SQL("SELECT number, 1 - {} FROM {} WHERE number = "
                                         "ANY(%s)").format(self._distance(dim),
                                                           _table(self.collection)),
                                 [q, numbers]).fetchall()
             cos = {r[0]: float(r[1]) for r in rows}
             _, _, pos, _ = self._bm25(conn)
-            lex = self._bm25_row(conn, text)
             return (np.array([cos[n] for n in numbers], np.float32),
-                    np.array([lex[pos[n]] for n in numbers], np.float32))
+                    np.array([lex_row[pos[n]] for n in numbers], np.float32))
         rows = conn.execute(sql.SQL(
             "WITH q AS (SELECT " + self._TSQUERY + " AS tq) SELECT number, 1 - {}, "
             "ts_rank(tsv, q.tq) FROM {}, q WHERE number = ANY(%s)").format(
@@ -469,15 +484,10 @@ class PgIndex(IndexBase):
         return df.astype("string")
 
     def search(self, queries: str | Sequence[str], k: int = 10, *, mode: str = "hybrid",
-               dim: int | None = None, model: str | None = None,
-               where: np.ndarray | None = None, similarity: bool = False,
+               dim: int | None = None, model: str | None = None, similarity: bool = False,
                filter: SearchFilter | None = None) -> list[pd.DataFrame]:  # noqa: A002
-        """Top-``k`` incidents per query, as :meth:`SearchIndex.search` (same columns);
-        ``where`` (a row mask) has no meaning here: pass ``filter``."""
+        """Top-``k`` incidents per query, as :meth:`SearchIndex.search` (same columns)."""
         qs = self._check_query(queries, k, mode)
-        if where is not None:
-            raise ItsmError("a row mask does not apply to a PostgreSQL store",
-                            where="search", fix="pass filter=SearchFilter(...)")
         self.check_model(model)
         d = self._dim(dim)
         cond, params = self._where(filter)
@@ -494,14 +504,7 @@ class PgIndex(IndexBase):
         """One snapshot for the whole request (as the folder index's one generation), and
         this object's manifest moved on when another writer moved the collection on."""
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        row = conn.execute(f"SELECT meta FROM {META_TABLE} WHERE name = %s",
-                           [self.collection]).fetchone()
-        if row is None:
-            raise ItsmError(f"collection {self.collection!r} was dropped", where=self.path,
-                            fix="rebuild it: itsm index build --store ... --collection ...")
-        if row[0].get("generation") != self.meta.get("generation"):
-            self.meta = row[0]
-            self.fusion = Fusion(**self.meta["fusion"])
+        self._load_meta(conn)
 
     def _one(self, conn, text: str, q: np.ndarray | None, k: int, mode: str,  # noqa: ANN001
              dim: int, cond, params: list, similarity: bool) -> pd.DataFrame:
@@ -513,12 +516,12 @@ class PgIndex(IndexBase):
             cos = scores
         else:
             n = k if mode == "bm25" else max(self.candidates, k)
-            lex = self._lexical_top(conn, text, cond, params, n)
+            lex, lex_row = self._lexical_top(conn, text, cond, params, n)
             dense = {} if mode == "bm25" else self._dense_top(conn, q, dim, cond, params, n)
             cands = list(dict.fromkeys([*dense, *lex]))
             if not cands:
                 return self._frame(pd.DataFrame(columns=self.columns), [], None)
-            cos, rank = (self._both(conn, q, text, dim, cands) if q is not None
+            cos, rank = (self._both(conn, q, text, dim, cands, lex_row) if q is not None
                          else (None, np.array([lex[c] for c in cands], np.float32)))
             fused = rank if mode == "bm25" else self.fusion.fuse(cos[None], rank[None])[0]
             order = np.lexsort((np.arange(len(cands)), -fused))[:k]

@@ -31,13 +31,12 @@ class _Embedder:
         self.prefix, self.dim = prefix, dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from itsm_core.serving.index import _truncate
+        from itsm_core.serving.index import _encode_documents
 
-        texts = [self.prefix + str(t) for t in batch["text"]]
-        emb = self.encoder.encode(texts, batch_size=len(texts), convert_to_numpy=True,
-                                  normalize_embeddings=True, show_progress_bar=False)
-        return {"row": batch["row"], "embedding": _truncate(np.asarray(emb, np.float32),
-                                                             self.dim)}
+        texts = pd.Series([str(t) for t in batch["text"]])
+        emb = _encode_documents(self.encoder, {"document_prefix": self.prefix}, texts,
+                                self.dim, batch_size=len(texts))
+        return {"row": batch["row"], "embedding": emb}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:

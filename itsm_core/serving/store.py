@@ -29,8 +29,9 @@ from itsm_core.serving.index import (
 from itsm_core.serving.pgstore import (
     PgIndex,
     check_collection_name,
+    check_store_url,
     create_collection,
-    is_store_url,
+    list_collections,
 )
 
 ENGINES = ("local", "ray")
@@ -106,10 +107,10 @@ def build(model: str, incidents: str | Path | None = None, *, dataset: str = "it
     if out:
         raise ItsmError("--out and --store are two places for one index", where="--out",
                         fix="choose one")
-    _check_store(store)
+    check_store_url(store)
     path = Path(incidents) if incidents else processed_path(dataset)
     name = check_collection_name(collection or (path.stem if incidents else dataset))
-    if not replace and name in _names(store):  # before anything is encoded
+    if not replace and name in [c["name"] for c in list_collections(store)]:  # before encoding
         raise ItsmError(f"collection {name!r} already exists", where="--collection",
                         fix="choose another --collection, or pass --replace to rebuild it")
     built = build_in_memory(model, path, **options)
@@ -129,10 +130,7 @@ def publish(index: str | Path | None, store: str | None, collection: str | None 
         index: the folder; store: the ``postgresql://`` URL; collection: its name there
             (default: the folder's data set name); replace: overwrite an existing one.
     """
-    if not store:
-        raise ItsmError("no store given", where="--store",
-                        fix="pass --store postgresql://... (or set ITSM_STORE)")
-    _check_store(store)
+    check_store_url(store)
     folder = open_index(index)
     name = check_collection_name(collection or Path(folder.path).name.split("_", 1)[-1])
     meta = {**folder.meta, "history": [*folder.meta.get("history", []), {
@@ -143,27 +141,9 @@ def publish(index: str | Path | None, store: str | None, collection: str | None 
     return idx
 
 
-def _check_store(store: str) -> None:
-    if not is_store_url(store):
-        raise ItsmError(f"not a PostgreSQL URL: {store!r}", where="--store",
-                        fix="use postgresql://user:password@host:port/database")
-
-
-def _names(store: str) -> list[str]:
-    from itsm_core.serving.pgstore import list_collections
-
-    return [c["name"] for c in list_collections(store)]
-
-
 def collections(store: str | None) -> list[dict[str, Any]]:
     """``itsm index list``: the collections of a PostgreSQL store."""
-    if not store:
-        raise ItsmError("no store given", where="--store",
-                        fix="pass --store postgresql://... (or set ITSM_STORE)")
-    _check_store(store)
-    from itsm_core.serving.pgstore import list_collections
-
-    return list_collections(store)
+    return list_collections(check_store_url(store))
 
 
 def open_store(index: str | Path | None = None, store: str | None = None,
@@ -172,7 +152,7 @@ def open_store(index: str | Path | None = None, store: str | None = None,
     ``lexical``: ``fts`` or ``bm25``, see :class:`PgIndex`), else the folder ``index``
     (default: the newest under ``models/indexes/``)."""
     if store:
-        _check_store(store)
+        check_store_url(store)
         if index:
             raise ItsmError("--index and --store are two places for one index",
                             where="--index", fix="choose one (--collection names the one "

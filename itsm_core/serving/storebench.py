@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from itsm_core.core.config import RESULTS_DIR, SEED
-from itsm_core.core.errors import ItsmError
 from itsm_core.core.io import atomic_write_json, git_commit, timestamp
 from itsm_core.serving.index import IndexBase, SearchFilter, SearchIndex, latest_index
 from itsm_core.serving.pgserver import local_postgres
@@ -34,8 +33,8 @@ from itsm_core.serving.pgstore import (
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
     PgIndex,
+    check_store_url,
     connect,
-    is_store_url,
     redact,
 )
 from itsm_core.serving.store import publish
@@ -258,9 +257,8 @@ def bench_store(store: str | None = None, sizes: tuple[int, ...] = (50_000, 1_00
     Returns:
         ``{"vectors": rows, "quality": rows, "ray": rows, …}``.
     """
-    if store and not is_store_url(store):
-        raise ItsmError(f"not a PostgreSQL URL: {store!r}", where="--store",
-                        fix="use postgresql://user:password@host:port/database")
+    if store:
+        check_store_url(store)
     result: dict[str, Any] = {"created": timestamp(), "git_commit": git_commit(),
                               "cpus": os.cpu_count(), "sizes": list(sizes)}
 

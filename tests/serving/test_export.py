@@ -24,13 +24,6 @@ TEXTS = ["vpn drops every hour", "Printer jam on tray 2",
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from deploy_fixtures import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
 def tiny_export(tiny_model, tmp_path_factory) -> Path:
     return export_onnx(str(tiny_model), tmp_path_factory.mktemp("exp") / "export",
                        max_seq_length=48)

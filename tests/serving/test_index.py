@@ -16,13 +16,6 @@ from itsm_core.serving.index import INDEX_META_FILE, SearchIndex, build_index, r
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from deploy_fixtures import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
 def other_model(tmp_path_factory) -> Path:
     from deploy_fixtures import make_tiny_model
 

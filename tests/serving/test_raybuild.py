@@ -14,13 +14,6 @@ from itsm_core.serving.store import Engine, build
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from deploy_fixtures import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
 def incidents_csv(tmp_path_factory) -> Path:
     from conftest import tiny_frame
 
