@@ -8,6 +8,7 @@ Environment (set at import, before any ``itsm_core`` module is imported):
   :mod:`itsm_core.core.config` (leaderboard, run directories, processed data, reports) points
   outside the real project even in code paths a test forgot to isolate. Tests that need
   the real raw data or notebooks use explicit paths (:data:`PROJECT_ROOT`).
+- ``ITSM_EMBED_CACHE``: the embedding cache lives in that folder as well.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="itsm-test-home-"))
 os.environ["ITSM_HOME"] = str(_SESSION_HOME)  # forced: tests never write into the project
+# forced too: the tests' embedding cache is their own, never the user's
+os.environ["ITSM_EMBED_CACHE"] = str(_SESSION_HOME / "embedding-cache")
 atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 
 import pandas as pd  # noqa: E402

@@ -179,8 +179,10 @@ def load_export(path: str | Path, variant: str | None = None,
 def export_scorer(path: str | Path, **kwargs: Any):
     """A :class:`~itsm_core.encoders.scorers.DenseScorer` backed by an export (the factory
     uses it for export folders)."""
+    from itsm_core.encoders.cache import wrap_encoder
     from itsm_core.encoders.scorers import DenseScorer
 
     enc = load_export(path)
-    return DenseScorer(enc.spec, model=enc, **{k: v for k, v in kwargs.items()
-                                                if k in ("batch_size", "show_progress")})
+    return DenseScorer(enc.spec, model=wrap_encoder(enc, str(enc.onnx_path)),
+                       **{k: v for k, v in kwargs.items()
+                          if k in ("batch_size", "show_progress")})

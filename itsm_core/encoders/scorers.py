@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from itsm_core.encoders.cache import wrap_encoder
 from itsm_core.encoders.registry import ModelSpec, load_sentence_transformer
 
 logger = logging.getLogger(__name__)
@@ -136,8 +137,10 @@ class BM25Scorer:
 class DenseScorer:
     """Cosine similarity of sentence-transformers embeddings, with Matryoshka truncation.
 
-    Each distinct text is encoded once (per role: query or document prefix) and cached,
-    so retrieval, pair classification and every dimension share one encoding pass.
+    Each distinct text is encoded once (per role: query or document prefix) and kept in
+    memory, so retrieval, pair classification and every dimension share one encoding pass;
+    a model loaded from a spec also sits behind the on-disk embedding cache
+    (:mod:`itsm_core.encoders.cache`), so other stages and re-runs do not encode it again.
     Truncated embeddings are re-normalised before the cosine.
     """
 
@@ -145,9 +148,10 @@ class DenseScorer:
 
     def __init__(self, spec: ModelSpec | str, batch_size: int = 64,
                  show_progress: bool = True, device: str | None = None, model=None):
-        if model is None:
-            self.model, self.spec = load_sentence_transformer(spec, device=device)
-        else:  # an in-memory model (e.g. during training); spec describes it
+        if model is None:  # loaded from a spec: behind the embedding cache
+            st, self.spec = load_sentence_transformer(spec, device=device)
+            self.model = wrap_encoder(st, self.spec.path or self.spec.key, self.spec.path)
+        else:  # an in-memory model (e.g. during training) or a wrapped one; spec describes it
             self.model, self.spec = model, spec
         self.name = self.spec.key
         self.batch_size = batch_size

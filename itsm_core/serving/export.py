@@ -355,18 +355,22 @@ def ndcg_by_backend(export_dir: str | Path, bench, *, threads: int | None = None
                     ) -> list[dict[str, Any]]:
     """NDCG@10 of torch fp32, ONNX fp32 and ONNX INT8 on one benchmark (its query split),
     with CIs and the paired bootstrap difference to torch on the same queries."""
+    from itsm_core.encoders.cache import wrap_encoder
     from itsm_core.encoders.scorers import DenseScorer
     from itsm_core.evaluation.benchmark import evaluate_scorer
     from itsm_core.metrics import stats as M
 
     meta = read_export_meta(export_dir)
     ref = torch_reference(meta)
+    src = meta["source"].get("path") or meta["source"]["model"]
     spec = ModelSpec.from_dict(meta["spec"])
-    scorers = {"torch fp32": DenseScorer(replace(spec, key="torch"), model=ref,
-                                         show_progress=False)}
+    # quality passes go through the embedding cache; the timing passes never do
+    scorers = {"torch fp32": DenseScorer(replace(spec, key="torch"), show_progress=False,
+                                         model=wrap_encoder(ref, src, src, prec="fp32"))}
     for variant in ("fp32", "int8"):
         enc = load_export(export_dir, variant=variant, threads=threads)
-        scorers[f"onnx {variant}"] = DenseScorer(enc.spec, model=enc, show_progress=False)
+        scorers[f"onnx {variant}"] = DenseScorer(
+            enc.spec, model=wrap_encoder(enc, str(enc.onnx_path)), show_progress=False)
     boot = dict(n_resamples=bench.config.n_resamples, level=bench.config.ci_level,
                 seed=bench.config.seed)
     rows, base = [], None

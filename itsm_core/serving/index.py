@@ -68,17 +68,22 @@ DUPLICATE_PRECISION = 0.9
 # ----------------------------------------------------------------------------- models
 
 
-def load_encoder(model: str):
+def load_encoder(model: str, cache: bool = False):
     """(encoder with sentence-transformers ``encode``, spec, fingerprint) of a model spec:
-    an export folder / .onnx file, a model folder, a registry key or a hub id."""
+    an export folder / .onnx file, a model folder, a registry key or a hub id.
+
+    ``cache``: documents of a build go through the on-disk embedding cache; queries do not
+    (a lookup per query would only add latency)."""
+    from itsm_core.encoders.cache import wrap_encoder
     from itsm_core.encoders.onnx import _fingerprint, is_export, load_export
     from itsm_core.encoders.registry import load_sentence_transformer
 
     if is_export(model):
         enc = load_export(model)
-        return enc, enc.spec, enc.fingerprint
+        return wrap_encoder(enc, str(enc.onnx_path), cache=cache), enc.spec, enc.fingerprint
     st, spec = load_sentence_transformer(model)
-    return st, spec, _fingerprint(spec.path) or spec.hub_id or spec.key
+    return (wrap_encoder(st, spec.path or spec.key, spec.path, cache=cache), spec,
+            _fingerprint(spec.path) or spec.hub_id or spec.key)
 
 
 def _model_arg(model: str) -> str:
@@ -523,7 +528,7 @@ def build_in_memory(model: str, incidents: str | Path, *,
     if df.empty:
         raise ItsmError("no incidents with text to index", where=str(incidents),
                         fix="check --text-fields / --columns")
-    encoder, spec, fp = load_encoder(model)
+    encoder, spec, fp = load_encoder(model, cache=True)
     full = int(spec.dim or encoder.get_sentence_embedding_dimension())
     dim = int(dim or full)
     if dim > full or dim <= 0:

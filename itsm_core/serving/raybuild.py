@@ -27,7 +27,7 @@ class _Embedder:
         from itsm_core.serving.index import load_encoder
 
         torch.set_num_threads(max(1, threads))
-        self.encoder, _, _ = load_encoder(spec)
+        self.encoder, _, _ = load_encoder(spec, cache=True)
         self.prefix, self.dim = prefix, dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

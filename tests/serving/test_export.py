@@ -128,7 +128,7 @@ def test_export_is_a_model_spec_for_evaluate(tiny_export, tiny_incidents, isolat
     from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark, evaluate_model
 
     scorer = load_scorer(str(tiny_export))
-    assert isinstance(scorer, DenseScorer) and isinstance(scorer.model, OnnxEncoder)
+    assert isinstance(scorer, DenseScorer) and isinstance(scorer.model.encoder, OnnxEncoder)
     fp32 = load_scorer(str(tiny_export / "model_fp32.onnx"))
     assert fp32.model.variant == "fp32" and fp32.name != scorer.name
     bench = build_benchmark(tiny_incidents, config=BenchmarkConfig(n_resamples=50))
