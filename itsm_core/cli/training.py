@@ -117,9 +117,12 @@ def train_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="run directory")] = None,
     resume: Annotated[str | None, typer.Option(help="checkpoint to resume from")] = None,
     evaluate_test: Annotated[bool, typer.Option(help="evaluate_v2 on test afterwards")] = True,
+    fresh: Annotated[bool, typer.Option(
+        help="train even when a finished run of the same recipe exists")] = False,
 ) -> None:
     """Fine-tune a model (LoRA or full; MatryoshkaLoss over MNRL), select on validation,
-    evaluate on test and add its leaderboard row."""
+    evaluate on test and add its leaderboard row. A finished run of the identical recipe
+    (config, pairs, data, base weights, code, libraries) is reused unless --fresh."""
     from itsm_core.training.finetune import config_for_profile, run_training
 
     overrides = {k: v for k, v in dict(
@@ -127,10 +130,11 @@ def train_cmd(
         batch_size=batch_size, name=name, output_dir=str(out_dir) if out_dir else None,
         resume_from_checkpoint=resume, pairs=str(pairs) if pairs else None,
         curriculum=curriculum, use_negatives=negatives, label_aware=label_aware,
-        matryoshka=matryoshka).items() if v is not None}
+        matryoshka=matryoshka, reuse=False if fresh else None).items() if v is not None}
     res = run_training(config_for_profile(profile, model=model, dataset=dataset,
                                           evaluate_test=evaluate_test, **overrides))
-    out.print(f"run -> {res.run_dir}  (validation NDCG@10 "
+    out.print(f"{'reused finished run (same recipe)' if res.meta.get('reused') else 'run'} "
+              f"-> {res.run_dir}  (validation NDCG@10 "
               f"{res.meta.get('best_validation_ndcg@10')})")
     if res.test_record:
         print_record(res.test_record)

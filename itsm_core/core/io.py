@@ -191,3 +191,15 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def source_fingerprint(package_dir: str | Path | None = None) -> str:
+    """SHA-256 over the names and contents of every ``.py`` file of the ``itsm_core``
+    package: two runs with the same fingerprint ran the same code (whether or not it is
+    committed), so a finished run can stand in for a repeat of itself."""
+    root = Path(package_dir) if package_dir else Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

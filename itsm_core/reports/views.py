@@ -110,6 +110,9 @@ def train_summary(meta: dict[str, Any]) -> pd.DataFrame:
         "best checkpoint": meta.get("best_checkpoint"),
         "git commit": meta.get("git_commit"),
     }
+    if meta.get("reused"):  # `make pipeline` again: the finished run of the same recipe
+        rows["reused"] = ("yes: trained earlier from the identical recipe (config, pairs, "
+                          "data, base weights, code, libraries)")
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
 
 

@@ -113,6 +113,19 @@ def latest_folder(parent: str | Path, marker: str) -> Path | None:
     return found[-1] if found else None
 
 
+def latest_matching(parent: str | Path, marker: str, key: str, value: Any
+                    ) -> Path | None:
+    """The newest sub-folder of ``parent`` whose JSON ``marker`` file has ``key == value``
+    (e.g. the finished training run of one recipe), or None; unreadable files are skipped."""
+    for f in sorted(Path(parent).glob(f"*/{marker}"), reverse=True):
+        try:
+            if json.loads(f.read_text(encoding="utf-8")).get(key) == value:
+                return f.parent
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
 def latest_rows(board: pd.DataFrame, datasets: list[str] | None = None,
                 models: list[str] | None = None, task: str = "evaluate") -> pd.DataFrame:
     """Newest leaderboard row per (data set, model), filtered by data sets and models."""

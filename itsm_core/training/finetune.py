@@ -23,6 +23,8 @@ leaderboard.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import os
 import time
@@ -95,6 +97,10 @@ class TrainConfig:
     resume_from_checkpoint: str | None = None
     evaluate_test: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    reuse: bool = field(default_factory=lambda: os.environ.get(
+        "ITSM_REUSE_RUNS", "1").strip().lower() not in {"0", "off", "false", "no"})
+    """Return the finished run of an identical recipe instead of training again (see
+    :func:`recipe_key`); ``ITSM_REUSE_RUNS=0`` or ``itsm train --fresh`` turns it off."""
 
     def lr(self) -> float:
         if self.mode not in DEFAULT_LR:
@@ -432,6 +438,48 @@ def _dist_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def recipe_key(cfg: TrainConfig, pairs: pd.DataFrame, incidents_path: Path,
+               base_path: str | None) -> str:
+    """SHA-256 of everything a training run's result depends on: the config (without where
+    it is written), the training pairs, the incidents file, the base model's files, the
+    ``itsm_core`` source and the library versions. Training is seeded, so a finished run
+    with the same key is that run again."""
+    from importlib import metadata
+
+    from itsm_core.core.io import source_fingerprint
+    from itsm_core.encoders.cache import folder_fingerprint
+
+    conf = {k: v for k, v in asdict(cfg).items()
+            if k not in ("output_dir", "resume_from_checkpoint", "reuse")}
+    h = hashlib.sha256(json.dumps(conf, sort_keys=True, default=str).encode())
+    h.update(pd.util.hash_pandas_object(pairs.astype(str), index=False).to_numpy().tobytes())
+    h.update(sha256_file(incidents_path).encode())
+    h.update((folder_fingerprint(base_path) if base_path and Path(base_path).exists()
+              else str(cfg.model)).encode())
+    h.update(source_fingerprint().encode())
+    for dist in ("torch", "transformers", "sentence-transformers", "peft"):
+        h.update(f"{dist}={metadata.version(dist)}".encode())
+    h.update(str(torch.get_num_threads()).encode())
+    return h.hexdigest()
+
+
+def finished_run(key: str) -> TrainResult | None:
+    """The newest complete run under ``models/`` trained from recipe ``key``, or None."""
+    from itsm_core.runs.store import latest_matching
+
+    run = latest_matching(MODELS_DIR, "train_meta.json", "recipe_key", key)
+    if run is None or not (run / "model").is_dir():
+        return None
+    meta = load_train_meta(run)
+    if "total_seconds" not in meta:  # interrupted before its test evaluation finished
+        return None
+    test = run / "test_metrics.json"
+    record = json.loads(test.read_text(encoding="utf-8")) if test.exists() else None
+    if meta["train_config"].get("evaluate_test") and record is None:
+        return None
+    return TrainResult(run, run / "model", {**meta, "reused": True}, record)
+
+
 def _run_dir(cfg: TrainConfig) -> Path:
     if cfg.output_dir:
         out = Path(cfg.output_dir)
@@ -497,6 +545,16 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     if labels and "negative_id" in pairs:
         pairs = pairs.assign(negative_label=negative_labels(pairs, incidents, labels))
 
+    from itsm_core.encoders.registry import resolve_spec
+
+    key = recipe_key(cfg, pairs, inc_path, resolve_spec(cfg.model).path)
+    if cfg.reuse and not cfg.output_dir and not cfg.resume_from_checkpoint:
+        prior = finished_run(key)
+        if prior is not None:
+            logger.warning("reusing %s: it was trained from the same recipe (config, pairs, "
+                           "incidents, base weights, code, libraries); ITSM_REUSE_RUNS=0 "
+                           "trains again", prior.run_dir)
+            return prior
     run_dir = _run_dir(cfg)
     model, spec = load_sentence_transformer(cfg.model)
     model.max_seq_length = cfg.max_seq_length
@@ -552,6 +610,7 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     n_pairs = len(train_ds)
     meta = {
         "name": run_name,
+        "recipe_key": key,
         "spec": {**spec.to_dict(), "path": None,
                  "extra": {"base_model": spec.key, "trained": True}},
         "base_model": spec.key,

@@ -148,6 +148,30 @@ def test_smoke_training_run_writes_run_and_selects_on_validation(tmp_path, tiny_
         run_training(cfg, incidents_path=tiny_bundle["incidents"])
 
 
+@pytest.mark.weights
+def test_identical_recipe_reuses_the_finished_run(tiny_bundle, isolated_results):
+    """A repeat of a finished run (same config, pairs, data, weights, code) is that run;
+    any change of the recipe, or reuse=False, trains a new one."""
+    from itsm_core.training.finetune import run_training
+
+    def train(**kw):
+        cfg = config_for_profile("smoke", model="minilm", dataset="tiny", max_steps=2,
+                                 evaluate_test=True, **kw)
+        return run_training(cfg, incidents_path=tiny_bundle["incidents"])
+
+    first = train()
+    again = train()
+    assert again.run_dir == first.run_dir and again.meta.get("reused")
+    assert again.test_record == first.test_record
+    assert again.meta["recipe_key"] == first.meta["recipe_key"]
+    other = train(learning_rate=5e-4)
+    assert other.run_dir != first.run_dir and not other.meta.get("reused")
+    assert other.meta["recipe_key"] != first.meta["recipe_key"]
+    forced = train(reuse=False)
+    assert forced.run_dir not in (first.run_dir, other.run_dir)
+    assert forced.meta["recipe_key"] == first.meta["recipe_key"]
+
+
 @pytest.mark.slow
 @pytest.mark.weights
 def test_resume_from_checkpoint_continues_the_run(tmp_path, tiny_bundle):
