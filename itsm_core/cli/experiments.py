@@ -65,7 +65,8 @@ def sweep_cmd(
 def bench_cmd(
     what: Annotated[str, typer.Argument(help="train, search, encode or serve")] = "train",
     model: Annotated[str, typer.Option(
-        help="train: model to train; encode: export folder (default: newest export)")] =
+        help="train: model to train; encode: export folder (default: newest export) or a "
+        "model spec to export first")] =
     "minilm",
     dataset: Annotated[str, typer.Option(help="bundled data set")] = "it_tickets",
     steps: Annotated[int, typer.Option(help="training steps per recipe")] = 20,
@@ -122,10 +123,21 @@ def _bench_encode(model: str, dataset: str, n: int, batch_size: int) -> None:
 
     folder = resolve_model("latest-export" if model == "minilm" else model)
     res = encode_throughput(folder, dataset, n=n, batch_size=batch_size)
-    print_rows(("backend", "sentences/s", "speed-up", "size MB", "cos mean", "cos min"),
+    q = res["quality_benchmark"]
+    print_rows(("backend", "sentences/s", "speed-up", "size MB", "cos mean", "cos min",
+                "NDCG@10", "Δ NDCG@10 [95% CI]"),
                ((r["backend"], f"{r['sentences_per_s']:.1f}", f"{r['speedup']:.2f}x",
-                 r["size_mb"], f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}")
-                for r in res["rows"]), title=f"encode throughput ({escape(folder)})")
+                 r["size_mb"], f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}",
+                 f"{r['ndcg@10']:.4f}", f"{r['ndcg_delta']:+.4f} [{r['ndcg_delta_ci'][0]:+.4f}"
+                 f", {r['ndcg_delta_ci'][1]:+.4f}]") for r in res["rows"]),
+               title=f"encode throughput, {escape(res['model'])} at {res['max_seq_length']} "
+               f"tokens ({escape(res['export'])}); NDCG on {q['n_queries']} validation "
+               f"queries x {q['n_corpus']} documents")
+    out.print(f"tokenization alone: {res['tokenize_sentences_per_s']:.0f} sentences/s; "
+              f"fastest within 0.005 NDCG and cosine 0.99: {res['best']}")
+    if res["int8_operator_profile"]:
+        out.print("INT8 time by operator: " + ", ".join(
+            f"{r['op']} {r['share']:.0%}" for r in res["int8_operator_profile"][:6]))
 
 
 def _bench_search(n: int, index: Path | None) -> None:

@@ -94,6 +94,16 @@ def max_cache_bytes() -> int:
     return int(mb * 1024 * 1024)
 
 
+def bf16_supported() -> bool:
+    """True on CPUs with native bf16 arithmetic (AVX-512 BF16 or AMX), where torch's bf16
+    autocast is fast; elsewhere it is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
 def precision() -> str:
     """Torch inference precision: ``$ITSM_PRECISION`` (``fp32`` default, or ``bf16``)."""
     value = os.environ.get("ITSM_PRECISION", "fp32").strip().lower() or "fp32"
@@ -397,15 +407,18 @@ class CachedEncoder:
         key: the cache key (see :func:`cache_key`); cache: the store (None: no caching).
         precision: ``fp32`` or ``bf16`` (torch autocast; torch encoders only).
         probe: cache hits re-encoded and compared bit for bit per call.
+        canonical: without a cache, still encode in canonical batches (what
+            ``itsm bench encode`` times as "length-bucketed").
     """
 
     def __init__(self, encoder: Any, key: CacheKey | None, cache: EmbeddingCache | None,
-                 precision: str = "fp32", probe: int = 1):
+                 precision: str = "fp32", probe: int = 1, canonical: bool = False):
         self.encoder = encoder
         self.key = key
         self.cache = cache if key is not None else None
         self.precision = precision
         self.probe = int(probe)
+        self.canonical = canonical
         self.stats = {"hits": 0, "misses": 0, "probes": 0, "mismatch": 0}
 
     def __getattr__(self, name: str) -> Any:
@@ -456,6 +469,10 @@ class CachedEncoder:
         """
         single = isinstance(sentences, str)
         texts = [sentences] if single else [str(s) for s in sentences]
+        if self.canonical and self.cache is None and texts and convert_to_numpy \
+                and not kwargs:
+            out = self.encode_canonical(texts, bool(normalize_embeddings), show_progress_bar)
+            return out[0] if single else out
         if kwargs or not convert_to_numpy or self.cache is None or not texts:
             with self._autocast():
                 return self.encoder.encode(sentences, batch_size=batch_size,

@@ -75,7 +75,7 @@ class OnnxEncoder:
     """
 
     def __init__(self, path: str | Path, variant: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, onnx_file: str | Path | None = None):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -89,7 +89,9 @@ class OnnxEncoder:
             raise ItsmError(f"unknown export variant {self.variant!r}", where=str(path),
                             fix=f"use one of {list(VARIANTS)}")
         self.path = p
-        self.onnx_path = p / self.meta["files"][self.variant]
+        # onnx_file: another graph of the same model and tokenizer (a benchmark candidate)
+        self.onnx_path = Path(onnx_file) if onnx_file else p / self.meta["files"][self.variant]
+        self._other = onnx_file is not None
         if not self.onnx_path.exists():
             raise ItsmError("the export folder is incomplete", where=str(self.onnx_path),
                             fix="re-run `itsm export`")
@@ -121,7 +123,7 @@ class OnnxEncoder:
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the ONNX file used (identifies the model in search indexes)."""
-        return self.meta["sha256"][self.variant]
+        return sha256_file(self.onnx_path) if self._other else self.meta["sha256"][self.variant]
 
     def get_sentence_embedding_dimension(self) -> int:
         return self.dim

@@ -447,6 +447,31 @@ def evaluate_scorer(scorer: Scorer, bench: Benchmark, *, dims: list[int | None] 
 # ----------------------------------------------------------------------------- runs
 
 
+def sample_benchmark(bench: Benchmark, n_queries: int, n_corpus: int,
+                     seed: int | None = None) -> Benchmark:
+    """A seeded sub-benchmark for side-by-side comparisons of one model's backends
+    (``itsm bench encode``): ``n_corpus`` documents, then up to ``n_queries`` of the queries
+    with at least one relevant document among them. Its NDCG is not the benchmark's (a
+    smaller corpus is easier); differences between backends on it are what it is for."""
+    rng = np.random.default_rng(bench.config.seed if seed is None else seed)
+    cols = np.sort(rng.choice(len(bench.corpus_ids), min(n_corpus, len(bench.corpus_ids)),
+                              replace=False))
+    grades = bench.grades[:, cols]
+    has = np.where(grades.max(axis=1) > 0)[0]
+    rows = np.sort(rng.choice(has, min(n_queries, len(has)), replace=False))
+    return replace(bench, query_ids=[bench.query_ids[i] for i in rows],
+                   corpus_ids=[bench.corpus_ids[j] for j in cols], grades=grades[rows])
+
+
+def retrieval_per_query(scorer: Scorer, bench: Benchmark, dim: int | None = None
+                        ) -> pd.DataFrame:
+    """Retrieval metrics per query (NDCG@10, MRR@10, MAP@100 …) of one scorer, without the
+    pair classification of :func:`evaluate_scorer` (backend comparisons need only this)."""
+    pq = M.retrieval_metrics_per_query(_masked_scores(scorer, bench, dim), bench.grades)
+    pq.insert(0, "query", bench.query_ids)
+    return pq
+
+
 def validation_benchmark(bench: Benchmark) -> Benchmark:
     """The benchmark of the same incidents and config with the VALIDATION queries
     (what a scorer may calibrate on, e.g. the hybrid fusion weight)."""

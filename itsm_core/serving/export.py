@@ -317,32 +317,179 @@ def encode_throughput(encoder, texts: Sequence[str], batch_size: int = 32,
     return best, np.asarray(emb, dtype=np.float32)
 
 
+def quantize_static_int8(export_dir: str | Path, out: str | Path,
+                         calibration_texts: Sequence[str], *, batch_size: int = 16) -> Path:
+    """Static (calibrated) INT8 of an export's fp32 graph, for comparison with the dynamic
+    INT8 the export ships: ``onnxruntime.quantization.quantize_static`` (QOperator format,
+    QUInt8 activations, per-channel QInt8 weights, MinMax ranges), the same MatMuls kept
+    fp32 as the export's dynamic model.
+
+    Args:
+        export_dir: an ``itsm export`` folder; out: the ``.onnx`` file to write (new).
+        calibration_texts: texts whose activation ranges fix the scales — TRAINING texts,
+            never the texts the result is measured on.
+
+    Returns:
+        ``out``.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    meta = read_export_meta(export_dir)
+    out = Path(out)
+    if out.exists():
+        raise ItsmError("the static INT8 file exists already", where=str(out),
+                        fix="choose a new file name")
+    fp32 = load_export(export_dir, "fp32")
+    encs = fp32.tokenizer.encode_batch([str(t).strip() for t in calibration_texts])
+    feeds = [fp32._batch(encs, np.arange(s, min(s + batch_size, len(encs))))
+             for s in range(0, len(encs), batch_size)]
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    pre = out.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(fp32.onnx_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), _Reader(), quant_format=QuantFormat.QOperator,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                        nodes_to_exclude=list(meta["quantization"]["fp32_nodes"]),
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        pre.unlink(missing_ok=True)
+        for extra in out.parent.glob("augmented_model*.onnx"):
+            extra.unlink(missing_ok=True)
+    return out
+
+
+def backend_encoders(export_dir: str | Path, *, threads: int | None = None,
+                     extended: bool = False, static_file: str | Path | None = None
+                     ) -> dict[str, tuple[Any, float | None]]:
+    """The encoders compared side by side, by backend name, with their file size in MB.
+
+    Always ``torch fp32`` (plain sentence-transformers, the reference), ``onnx fp32`` and
+    ``onnx int8`` (the export's dynamic INT8). ``extended`` adds the cache's length-bucketed
+    batching (:func:`itsm_core.encoders.cache.canonical_batches`) for torch and INT8, torch
+    bf16 autocast (CPUs with native bf16 only) and, given ``static_file``, static INT8.
+    """
+    from itsm_core.encoders.cache import CachedEncoder, bf16_supported
+    from itsm_core.encoders.onnx import OnnxEncoder
+
+    meta = read_export_meta(export_dir)
+    ref = torch_reference(meta)
+    src = meta["source"].get("path")
+    src_file = next((Path(src) / f for f in ("model.safetensors", "pytorch_model.bin")
+                     if src and (Path(src) / f).exists()), None)
+    torch_mb = round(src_file.stat().st_size / 2**20, 1) if src_file else None
+    found: dict[str, tuple[Any, float | None]] = {"torch fp32": (ref, torch_mb)}
+    if extended:
+        found["torch fp32 length-bucketed"] = (
+            CachedEncoder(ref, None, None, canonical=True), torch_mb)
+        if bf16_supported():
+            found["torch bf16"] = (CachedEncoder(ref, None, None, precision="bf16"), torch_mb)
+            found["torch bf16 length-bucketed"] = (CachedEncoder(
+                ref, None, None, precision="bf16", canonical=True), torch_mb)
+    for variant in ("fp32", "int8"):
+        enc = load_export(export_dir, variant=variant, threads=threads)
+        found[f"onnx {variant}"] = (enc, round(enc.onnx_path.stat().st_size / 2**20, 1))
+    if extended:
+        int8, mb = found["onnx int8"]
+        found["onnx int8 length-bucketed"] = (CachedEncoder(int8, None, None, canonical=True),
+                                              mb)
+        if static_file:
+            enc = OnnxEncoder(export_dir, "int8", threads=threads, onnx_file=static_file)
+            found["onnx int8 static"] = (enc, round(Path(static_file).stat().st_size / 2**20,
+                                                    1))
+    return found
+
+
+def tokenize_throughput(export_dir: str | Path, texts: Sequence[str]) -> float:
+    """Sentences/s of tokenization alone (the export's fast tokenizer), best of 3."""
+    enc = load_export(export_dir, "fp32")
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        enc.tokenizer.encode_batch([str(t).strip() for t in texts])
+        best = max(best, len(texts) / (time.perf_counter() - t0))
+    return best
+
+
+def operator_profile(export_dir: str | Path, texts: Sequence[str], *, variant: str = "int8",
+                     batch_size: int = 32, threads: int | None = None,
+                     onnx_file: str | Path | None = None) -> list[dict[str, Any]]:
+    """Where an ONNX graph spends its time: ONNX Runtime's profiler over ``texts``, node
+    time summed per operator type, largest first (``share`` of all node time).
+
+    Returns:
+        Rows ``{"op": …, "ms": …, "share": …, "calls": …}``.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    from itsm_core.encoders.onnx import OnnxEncoder
+
+    enc = OnnxEncoder(export_dir, variant, threads=threads, onnx_file=onnx_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = enc.session.get_session_options().intra_op_num_threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        enc.session = ort.InferenceSession(str(enc.onnx_path), opts,
+                                           providers=["CPUExecutionProvider"])
+        enc.encode(list(texts), batch_size=batch_size)
+        events = json.loads(Path(enc.session.end_profiling()).read_text(encoding="utf-8"))
+    per: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            per.setdefault(e.get("args", {}).get("op_name", "?"), []).append(
+                float(e.get("dur", 0)) / 1000)
+    total = sum(sum(v) for v in per.values()) or 1.0
+    return sorted(({"op": op, "ms": round(sum(v), 1), "share": round(sum(v) / total, 3),
+                    "calls": len(v)} for op, v in per.items()),
+                  key=lambda r: -r["ms"])
+
+
 def compare_backends(export_dir: str | Path, texts: Sequence[str], *, batch_size: int = 32,
-                     repeats: int = 1, threads: int | None = None) -> list[dict[str, Any]]:
-    """Torch fp32, ONNX fp32 and ONNX INT8 side by side on the same texts, same threads:
-    sentences/s, speed-up over torch, file size, cosine agreement with torch."""
+                     repeats: int = 1, threads: int | None = None,
+                     encoders: dict[str, tuple[Any, float | None]] | None = None
+                     ) -> list[dict[str, Any]]:
+    """Backends side by side on the same texts, same threads: sentences/s, speed-up over
+    torch fp32, file size, cosine agreement with torch fp32.
+
+    Args:
+        export_dir: the export; texts: what is encoded; batch_size, repeats: timing.
+        threads: intra-op threads for torch and ONNX Runtime (default torch's).
+        encoders: :func:`backend_encoders` (default: torch fp32, ONNX fp32, ONNX INT8).
+    """
     import torch
 
     meta = read_export_meta(export_dir)
     if threads:
         torch.set_num_threads(int(threads))
     threads = torch.get_num_threads()
-    ref = torch_reference(meta)
-    rows = []
-    tps, ref_emb = encode_throughput(ref, texts, batch_size, repeats)
-    src = meta["source"].get("path")
-    src_file = next((Path(src) / f for f in ("model.safetensors", "pytorch_model.bin")
-                     if src and (Path(src) / f).exists()), None)
-    rows.append({"backend": "torch fp32", "sentences_per_s": round(tps, 1), "speedup": 1.0,
-                 "size_mb": round(src_file.stat().st_size / 2**20, 1) if src_file else None,
-                 "cos_mean": 1.0, "cos_min": 1.0})
-    for variant in ("fp32", "int8"):
-        enc = load_export(export_dir, variant=variant, threads=threads)
+    encoders = encoders or backend_encoders(export_dir, threads=threads)
+    rows, tps, ref_emb = [], None, None
+    for name, (enc, size_mb) in encoders.items():
         t, emb = encode_throughput(enc, texts, batch_size, repeats)
+        if tps is None:
+            tps, ref_emb = t, emb
         cos = np.einsum("ij,ij->i", emb, ref_emb)
-        rows.append({"backend": f"onnx {variant}", "sentences_per_s": round(t, 1),
-                     "speedup": round(t / tps, 2),
-                     "size_mb": round(enc.onnx_path.stat().st_size / 2**20, 1),
+        rows.append({"backend": name, "sentences_per_s": round(t, 1),
+                     "speedup": round(t / tps, 2), "size_mb": size_mb,
                      "cos_mean": round(float(cos.mean()), 5),
                      "cos_min": round(float(cos.min()), 5)})
     for r in rows:
@@ -351,35 +498,25 @@ def compare_backends(export_dir: str | Path, texts: Sequence[str], *, batch_size
     return rows
 
 
-def ndcg_by_backend(export_dir: str | Path, bench, *, threads: int | None = None
-                    ) -> list[dict[str, Any]]:
-    """NDCG@10 of torch fp32, ONNX fp32 and ONNX INT8 on one benchmark (its query split),
-    with CIs and the paired bootstrap difference to torch on the same queries."""
-    from itsm_core.encoders.cache import wrap_encoder
+def backend_ndcg(encoders: dict[str, tuple[Any, float | None]], spec: ModelSpec, bench
+                 ) -> list[dict[str, Any]]:
+    """NDCG@10 per backend on ``bench`` (CIs) and the paired bootstrap difference to the
+    first backend (torch fp32) on the same queries."""
     from itsm_core.encoders.scorers import DenseScorer
-    from itsm_core.evaluation.benchmark import evaluate_scorer
+    from itsm_core.evaluation.benchmark import retrieval_per_query
     from itsm_core.metrics import stats as M
 
-    meta = read_export_meta(export_dir)
-    ref = torch_reference(meta)
-    src = meta["source"].get("path") or meta["source"]["model"]
-    spec = ModelSpec.from_dict(meta["spec"])
-    # quality passes go through the embedding cache; the timing passes never do
-    scorers = {"torch fp32": DenseScorer(replace(spec, key="torch"), show_progress=False,
-                                         model=wrap_encoder(ref, src, src, prec="fp32"))}
-    for variant in ("fp32", "int8"):
-        enc = load_export(export_dir, variant=variant, threads=threads)
-        scorers[f"onnx {variant}"] = DenseScorer(
-            enc.spec, model=wrap_encoder(enc, str(enc.onnx_path)), show_progress=False)
     boot = dict(n_resamples=bench.config.n_resamples, level=bench.config.ci_level,
                 seed=bench.config.seed)
     rows, base = [], None
-    for name, sc in scorers.items():
-        res = evaluate_scorer(sc, bench, dims=[None])
-        pq = res.per_query.set_index("query")["ndcg@10"]
+    for name, (enc, _) in encoders.items():
+        sc = DenseScorer(replace(spec, key=name), model=enc, show_progress=False)
+        table = retrieval_per_query(sc, bench)
+        pq = table.set_index("query")["ndcg@10"].dropna()
+        summary = M.summarize_with_ci(table, ["ndcg@10"], **boot)
         row = {"backend": name, "split": bench.config.query_split,
-               "ndcg@10": round(float(res.metrics["ndcg@10"]), 4),
-               "ndcg@10_ci": [round(float(x), 4) for x in res.metrics["ndcg@10_ci"]]}
+               "ndcg@10": round(float(summary["ndcg@10"]), 4),
+               "ndcg@10_ci": [round(float(x), 4) for x in summary["ndcg@10_ci"]]}
         if base is None:
             base = pq
             row.update({"delta_vs_torch": 0.0, "delta_ci": [0.0, 0.0]})
@@ -390,6 +527,24 @@ def ndcg_by_backend(export_dir: str | Path, bench, *, threads: int | None = None
                                      round(float(d["ci_high"]), 4)]})
         rows.append(row)
     return rows
+
+
+def ndcg_by_backend(export_dir: str | Path, bench, *, threads: int | None = None
+                    ) -> list[dict[str, Any]]:
+    """NDCG@10 of torch fp32, ONNX fp32 and ONNX INT8 on one benchmark (its query split),
+    with CIs and the paired bootstrap difference to torch on the same queries; the
+    encodings go through the embedding cache (the timing passes never do)."""
+    from itsm_core.encoders.cache import wrap_encoder
+
+    meta = read_export_meta(export_dir)
+    src = meta["source"].get("path") or meta["source"]["model"]
+    encoders = backend_encoders(export_dir, threads=threads)
+    cached = {"torch fp32": (wrap_encoder(encoders["torch fp32"][0], src, src, prec="fp32"),
+                             None)}
+    for variant in ("fp32", "int8"):
+        enc = encoders[f"onnx {variant}"][0]
+        cached[f"onnx {variant}"] = (wrap_encoder(enc, str(enc.onnx_path)), None)
+    return backend_ndcg(cached, ModelSpec.from_dict(meta["spec"]), bench)
 
 
 def measure_export(export_dir: str | Path, *, dataset: str = "it_tickets",

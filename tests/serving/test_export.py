@@ -179,3 +179,73 @@ def test_export_names_are_not_mistaken_for_training_runs(tiny_export):
 
     name = read_export_meta(tiny_export)["name"]
     assert name.endswith(".onnx") and "-ft-" not in name and not name.endswith("-ft")
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path_factory) -> str:
+    """The tiny labelled incidents registered as a processed data set (session home)."""
+    from conftest import tiny_frame
+
+    from itsm_core.core.config import PROCESSED_DIR
+    from itsm_core.data.datasets import DatasetManifest, sidecar_path
+
+    path = PROCESSED_DIR / "tinybench.parquet"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tiny_frame().to_parquet(path, index=False)
+        DatasetManifest(name="tinybench", text_fields=["short_description", "description"],
+                        labels=["category", "subcategory"]).save(sidecar_path(path))
+    return "tinybench"
+
+
+def test_static_int8_is_a_loadable_graph_of_the_same_model(tiny_export, tmp_path,
+                                                           torch_embeddings):
+    from itsm_core.encoders.onnx import OnnxEncoder
+    from itsm_core.serving.export import quantize_static_int8
+
+    out = quantize_static_int8(tiny_export, tmp_path / "static.onnx", TEXTS * 4)
+    enc = OnnxEncoder(tiny_export, "int8", onnx_file=out)
+    emb = enc.encode(TEXTS)
+    assert emb.shape == torch_embeddings.shape
+    assert enc.fingerprint != load_export(tiny_export).fingerprint
+    assert np.einsum("ij,ij->i", emb, torch_embeddings).mean() > 0.5
+    with pytest.raises(ItsmError, match="exists already"):  # never overwritten
+        quantize_static_int8(tiny_export, out, TEXTS)
+
+
+def test_extended_backends_agree_with_torch(tiny_export):
+    from itsm_core.serving.export import backend_encoders, compare_backends
+
+    encoders = backend_encoders(tiny_export, extended=True)
+    assert list(encoders)[:2] == ["torch fp32", "torch fp32 length-bucketed"]
+    rows = {r["backend"]: r for r in compare_backends(tiny_export, TEXTS * 8, batch_size=4,
+                                                      encoders=encoders)}
+    assert {"torch fp32", "onnx fp32", "onnx int8", "onnx int8 length-bucketed"} <= set(rows)
+    assert rows["torch fp32"]["speedup"] == 1.0
+    assert rows["torch fp32 length-bucketed"]["cos_min"] > 0.9999  # batching, same maths
+    assert rows["onnx fp32"]["cos_min"] > 0.9999
+    assert all(r["sentences_per_s"] > 0 for r in rows.values())
+
+
+def test_operator_profile_names_where_the_time_goes(tiny_export):
+    from itsm_core.serving.export import operator_profile
+
+    rows = operator_profile(tiny_export, TEXTS * 4, batch_size=4)
+    ops = {r["op"] for r in rows}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+    assert abs(sum(r["share"] for r in rows) - 1) < 0.01
+
+
+def test_bench_encode_writes_the_backend_table(tiny_export, tiny_dataset, tmp_path):
+    from itsm_core.serving.latency import encode_throughput
+
+    res = encode_throughput(tiny_export, tiny_dataset, n=12, batch_size=4, out_dir=tmp_path,
+                            quality_queries=8, quality_corpus=30)
+    rows = {r["backend"]: r for r in res["rows"]}
+    assert {"torch fp32", "onnx fp32", "onnx int8", "onnx int8 static"} <= set(rows)
+    assert rows["torch fp32"]["ndcg_delta"] == 0.0
+    assert all(0 <= r["ndcg@10"] <= 1 and len(r["ndcg_delta_ci"]) == 2 for r in rows.values())
+    assert res["quality_benchmark"]["split"] == "validation"
+    assert res["tokenize_sentences_per_s"] > 0
+    saved = json.loads(next(tmp_path.glob("encode_throughput_*.json")).read_text())
+    assert [r["backend"] for r in saved["rows"]] == [r["backend"] for r in res["rows"]]
