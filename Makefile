@@ -112,6 +112,7 @@ else
 	set -e; for stage in $(PIPELINE_STAGES); do \
 	  $(ITSM) timing run --stage $$stage -- $(MAKE) --no-print-directory $$stage; done
 	$(ITSM) timing show   # per-stage wall time -> reports/pipeline_timing.json
+	$(ITSM) cache         # what the embedding cache holds (a re-run encodes none of it again)
 	$(ITSM) readme        # README result tables <- reports/tables/*.md <- this run's outputs
 	@echo "similar-incident service: $(ITSM) serve   (http://127.0.0.1:8000/ page, /docs API)"
 endif

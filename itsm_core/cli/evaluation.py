@@ -13,6 +13,28 @@ from rich.table import Table
 from itsm_core.cli.common import csv_list, f3, friendly, out, print_record, print_rows
 
 
+@friendly
+def cache_cmd(
+    clear: Annotated[bool, typer.Option(help="delete every cached embedding")] = False,
+) -> None:
+    """The on-disk embedding cache: where it is, its size and bound, one row per model and
+    backend (ITSM_EMBED_CACHE=off disables it; ITSM_EMBED_CACHE_MB bounds it)."""
+    from itsm_core.encoders.cache import open_cache
+
+    cache = open_cache()
+    if cache is None:
+        out.print("the embedding cache is off (ITSM_EMBED_CACHE=off)")
+        return
+    if clear:
+        cache.clear()
+    st = cache.stats()
+    print_rows(("model", "backend", "vectors", "MB"),
+               ((escape(k["source"]), k["backend"], f"{k['n']:,}", f"{k['bytes'] / 2**20:.1f}")
+                for k in st["keys"]),
+               title=f"embedding cache {escape(st['file'])}: {st['bytes'] / 2**20:.1f} of "
+               f"{st['max_bytes'] / 2**20:.0f} MB")
+
+
 def models_cmd() -> None:
     """List the model registry (keys usable as --model)."""
     from itsm_core.encoders.registry import registry_table

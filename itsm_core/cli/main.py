@@ -38,7 +38,8 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
 
 COMMANDS = {
-    "models": evaluation.models_cmd, "evaluate": evaluation.evaluate_cmd,
+    "models": evaluation.models_cmd, "cache": evaluation.cache_cmd,
+    "evaluate": evaluation.evaluate_cmd,
     "benchmark": evaluation.benchmark_cmd, "leaderboard": evaluation.leaderboard_cmd,
     "diagnose": evaluation.diagnose_cmd,
     "pairs": training.pairs_cmd, "augment": training.augment_cmd, "train": training.train_cmd,

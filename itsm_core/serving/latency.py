@@ -131,23 +131,25 @@ def _index_latency(index: str | Path, dims: tuple[int, ...], k: int, n_queries: 
 def encode_throughput(model: str | Path, dataset: str = "it_tickets", n: int = 512,
                       batch_size: int = 32, out_dir: str | Path | None = None, *,
                       quality_queries: int = 300, quality_corpus: int = 3000,
-                      static: bool = True) -> dict[str, Any]:
+                      candidates: bool = True) -> dict[str, Any]:
     """``itsm bench encode``: every encoding backend of one model side by side in one run.
 
     Rows: torch fp32 (plain sentence-transformers, the reference), the cache's
     length-bucketed batching, torch bf16 autocast (native-bf16 CPUs), ONNX fp32, ONNX
-    dynamic INT8 (the export's), INT8 length-bucketed and static (calibrated on TRAINING
-    texts) INT8 — sentences/s on the same validation texts with the same threads, speed-up,
-    file size, cosine to torch fp32 and the NDCG@10 difference to torch fp32 (paired
-    bootstrap CI) on a seeded VALIDATION sub-benchmark (:func:`sample_benchmark`).
-    Tokenization alone is timed separately; when INT8 misses 3x, ONNX Runtime's
-    per-operator profile says where the time goes.
+    dynamic INT8 (the export's), INT8 length-bucketed, and the other INT8 graphs of
+    :func:`~itsm_core.serving.export.candidate_graphs` (static calibrated on TRAINING texts,
+    INT8 embedding table, fused attention) — sentences/s on the same validation texts with
+    the same threads, speed-up, file size, cosine to torch fp32 and the NDCG@10 difference
+    to torch fp32 (paired bootstrap CI) on a seeded VALIDATION sub-benchmark
+    (:func:`~itsm_core.evaluation.benchmark.sample_benchmark`). Tokenization alone is timed
+    separately; when INT8 misses 3x, ONNX Runtime's per-operator profile says where the
+    time goes.
 
     Args:
         model: an export folder, or any model spec (exported first, into a new folder).
         dataset: whose validation texts / benchmark; n: texts timed; batch_size: batch.
         quality_queries, quality_corpus: size of the validation sub-benchmark.
-        static: also build and measure static INT8.
+        candidates: also build and measure the other INT8 graphs.
 
     Returns:
         The result, also written to ``models/results/bench/encode_throughput_<ts>.json``.
@@ -161,10 +163,10 @@ def encode_throughput(model: str | Path, dataset: str = "it_tickets", n: int = 5
     from itsm_core.serving.export import (
         backend_encoders,
         backend_ndcg,
+        candidate_graphs,
         compare_backends,
         export_to_models,
         operator_profile,
-        quantize_static_int8,
         read_export_meta,
         sample_texts,
         tokenize_throughput,
@@ -173,11 +175,10 @@ def encode_throughput(model: str | Path, dataset: str = "it_tickets", n: int = 5
     export_dir = Path(model) if is_export(model) else export_to_models(str(model))
     meta = read_export_meta(export_dir)
     texts = sample_texts(dataset, "validation", n)
-    with tempfile.TemporaryDirectory(prefix="itsm-static-") as tmp:
-        static_file = quantize_static_int8(export_dir, Path(tmp) / "static_int8.onnx",
-                                           sample_texts(dataset, "train", 256)) \
-            if static else None
-        encoders = backend_encoders(export_dir, extended=True, static_file=static_file)
+    with tempfile.TemporaryDirectory(prefix="itsm-int8-") as tmp:
+        graphs = candidate_graphs(export_dir, tmp, sample_texts(dataset, "train", 256)) \
+            if candidates else {}
+        encoders = backend_encoders(export_dir, extended=True, candidates=graphs)
         rows = compare_backends(export_dir, texts, batch_size=batch_size, encoders=encoders)
         bench = sample_benchmark(build_benchmark(processed_path(dataset), config=BenchmarkConfig(
             query_split="validation")), quality_queries, quality_corpus)

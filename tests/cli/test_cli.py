@@ -326,3 +326,21 @@ def test_report_augment_runs_notebook_02(runner, monkeypatch, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert calls == [("02_augment", {"dataset": "gitbugs_hadoop", "expansion_factor": 0.5},
                       "augment_gitbugs_hadoop")]
+
+
+def test_cache_command_shows_and_clears_the_embedding_cache(runner, tmp_path, monkeypatch):
+    import numpy as np
+
+    from itsm_core.encoders.cache import CacheKey, EmbeddingCache
+
+    monkeypatch.setenv("ITSM_EMBED_CACHE", str(tmp_path / "c"))
+    key = CacheKey("fp", "some/model", "torch-fp32", 128, 1)
+    EmbeddingCache(tmp_path / "c").put(key, {b"k" * 32: np.ones(8, np.float32)})
+    shown = _invoke(runner, "cache")
+    assert shown.exit_code == 0 and "some/model" in shown.output and "torch-fp32" in shown.output
+    cleared = _invoke(runner, "cache", "--clear")
+    assert cleared.exit_code == 0 and "some/model" not in cleared.output
+    assert EmbeddingCache(tmp_path / "c").stats()["entries"] == 0
+    monkeypatch.setenv("ITSM_EMBED_CACHE", "off")
+    off = _invoke(runner, "cache")
+    assert off.exit_code == 0 and "off" in off.output
