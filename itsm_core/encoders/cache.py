@@ -19,9 +19,11 @@ changes the shape). So the cached encoder encodes every miss *canonically*: text
 grouped by their exact token count (no padding at all) and run in batches whose size
 depends on that length alone (short lengths: :data:`SHORT_BATCH` rows, the last batch filled
 up with repeats; long lengths: one text per call, which is also the fastest way for long
-texts on a CPU). A text's vector is then a function of the text, the weights and the
-backend only. Every call that hits the cache re-encodes :attr:`CachedEncoder.probe` of the
-hits canonically and compares the bits; on any difference the key's entries are dropped
+texts on a CPU). Dynamic INT8 ONNX graphs scale activations over the whole batch, so their
+texts are always encoded one per call (``batch_invariant = False`` on the encoder). A
+text's vector is then a function of the text, the weights and the backend only. Every
+call that hits the cache re-encodes :attr:`CachedEncoder.probe` of the hits canonically
+and compares the bits; on any difference the key's entries are dropped
 and everything is encoded again (``mismatch`` in :attr:`CachedEncoder.stats`).
 
 **Storage** is one SQLite file (WAL, busy timeout: safe for concurrent runs and Ray
@@ -368,7 +370,8 @@ def _token_lengths(encoder: Any, texts: Sequence[str]) -> list[int]:
     return [len(x) for x in ids]
 
 
-def canonical_batches(lengths: Sequence[int], limit: int | None) -> list[list[int]]:
+def canonical_batches(lengths: Sequence[int], limit: int | None,
+                      rows: int = SHORT_BATCH) -> list[list[int]]:
     """Index batches whose shape depends on each text alone: one exact token length per
     batch (no padding), :data:`SHORT_BATCH` rows for short texts and texts at the limit
     (the last batch of a length filled up with repeats of its last index), one row for the
@@ -376,6 +379,8 @@ def canonical_batches(lengths: Sequence[int], limit: int | None) -> list[list[in
 
     Args:
         lengths: token count per text; limit: the model's token limit.
+        rows: rows per short batch; 1 for encoders whose output depends on the other rows
+            of a batch even without padding (dynamic INT8 scales activations per batch).
 
     Returns:
         Batches of indices into ``lengths`` (a filled-up batch repeats an index).
@@ -386,10 +391,10 @@ def canonical_batches(lengths: Sequence[int], limit: int | None) -> list[list[in
     batches = []
     for n in sorted(groups):
         idx = groups[n]
-        if n < LONG_TOKENS or (limit and n >= limit):
-            for s in range(0, len(idx), SHORT_BATCH):
-                part = idx[s:s + SHORT_BATCH]
-                batches.append(part + [part[-1]] * (SHORT_BATCH - len(part)))
+        if rows > 1 and (n < LONG_TOKENS or (limit and n >= limit)):
+            for s in range(0, len(idx), rows):
+                part = idx[s:s + rows]
+                batches.append(part + [part[-1]] * (rows - len(part)))
         else:
             batches.extend([i] for i in idx)
     return batches
@@ -447,8 +452,9 @@ class CachedEncoder:
         """Embeddings that depend on each text alone (see :func:`canonical_batches`)."""
         texts = list(texts)
         out = None
-        batches = canonical_batches(_token_lengths(self.encoder, texts),
-                                    getattr(self.encoder, "max_seq_length", None))
+        batches = canonical_batches(
+            _token_lengths(self.encoder, texts), getattr(self.encoder, "max_seq_length", None),
+            SHORT_BATCH if getattr(self.encoder, "batch_invariant", True) else 1)
         if progress:
             from tqdm.auto import tqdm
 

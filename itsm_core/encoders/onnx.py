@@ -96,6 +96,9 @@ class OnnxEncoder:
             raise ItsmError("the export folder is incomplete", where=str(self.onnx_path),
                             fix="re-run `itsm export`")
         self.max_seq_length = int(self.meta["max_seq_length"])
+        # dynamic quantization scales activations over the whole batch: a text's vector
+        # then depends on the other texts of its batch (the embedding cache encodes alone)
+        self.batch_invariant = not (self.variant == "int8" and onnx_file is None)
         tok_file = p / "tokenizer" / "tokenizer.json"
         if not tok_file.exists():
             raise ItsmError("the export has no tokenizer/tokenizer.json", where=str(p),

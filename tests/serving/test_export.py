@@ -249,3 +249,20 @@ def test_bench_encode_writes_the_backend_table(tiny_export, tiny_dataset, tmp_pa
     assert res["tokenize_sentences_per_s"] > 0
     saved = json.loads(next(tmp_path.glob("encode_throughput_*.json")).read_text())
     assert [r["backend"] for r in saved["rows"]] == [r["backend"] for r in res["rows"]]
+
+
+def test_int8_export_behind_the_cache_hits_bit_identically(tiny_export, tmp_path, monkeypatch):
+    """Dynamic INT8 scales activations per batch, so the cache encodes its texts one per
+    call: a vector encoded among other texts equals the cached one bit for bit."""
+    from itsm_core.encoders.cache import wrap_encoder
+
+    monkeypatch.setenv("ITSM_EMBED_CACHE", str(tmp_path / "cache"))
+    first = wrap_encoder(load_export(tiny_export), "exp")
+    assert first.encoder.batch_invariant is False
+    a = first.encode(TEXTS * 3 + ["another text entirely"], normalize_embeddings=True)
+    second = wrap_encoder(load_export(tiny_export), "exp")
+    b = second.encode(TEXTS, normalize_embeddings=True)
+    assert second.stats["hits"] == len(TEXTS) and second.stats["mismatch"] == 0
+    assert np.array_equal(a[:len(TEXTS)], b)
+    fresh = second.encode_canonical(["unrelated words", *TEXTS[:2]])
+    assert np.array_equal(fresh[1:], a[:2])
