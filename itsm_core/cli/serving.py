@@ -40,19 +40,24 @@ def export_cmd(
     "it_tickets",
     n_texts: Annotated[int, typer.Option(help="validation texts timed per backend")] = 512,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for CIs")] = 1000,
+    fresh: Annotated[bool, typer.Option(
+        help="export again even when an identical measured export exists")] = False,
 ) -> None:
     """Export a model to ONNX (fp32 + dynamic per-channel INT8) with its tokenizer and
     pooling; the folder works as --model everywhere. Reports throughput, size, cosine
-    agreement and the NDCG@10 delta (validation and test) side by side."""
-    from itsm_core.serving.export import export_to_models, measure_export, resolve_model
+    agreement and the NDCG@10 delta (validation and test) side by side. An identical
+    earlier export (same model files, options, code) is reused unless --fresh or --out."""
+    from itsm_core.serving.export import export_or_reuse, resolve_model
 
     src = resolve_model(model, trained, trained_name)
-    folder = export_to_models(src, out_dir, max_seq_length=max_seq_length,
-                              fp32_nodes=fp32_nodes, optimize=optimize)
-    out.print(f"exported {escape(src)} -> [bold]{folder}[/]")
-    if measure:
-        _print_export_report(measure_export(folder, dataset=dataset, n_texts=n_texts,
-                                            bootstrap=bootstrap))
+    folder, report, reused = export_or_reuse(
+        src, out_dir, max_seq_length=max_seq_length, fp32_nodes=fp32_nodes,
+        optimize=optimize, measure=measure, reuse=False if fresh else None, dataset=dataset,
+        n_texts=n_texts, bootstrap=bootstrap)
+    out.print(f"{'reused the identical export' if reused else 'exported'} {escape(src)} -> "
+              f"[bold]{folder}[/]")
+    if report:
+        _print_export_report(report)
 
 
 def _print_export_report(rep: dict) -> None:

@@ -48,6 +48,13 @@ MATRYOSHKA_DIMS: tuple[int, ...] = (256, 128, 64)
 DATASETS: tuple[str, ...] = ("it_tickets", "gitbugs_hadoop")
 
 
+def reuse_runs() -> bool:
+    """False when ``ITSM_REUSE_RUNS`` is ``0``/``off``: then training and export redo a run
+    even when a finished one of the identical recipe exists."""
+    return os.environ.get("ITSM_REUSE_RUNS", "1").strip().lower() not in {
+        "0", "off", "false", "no"}
+
+
 def offline() -> bool:
     """True when no model hub may be contacted (``HF_HUB_OFFLINE``/``ITSM_OFFLINE`` set)."""
     for var in ("ITSM_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):

@@ -126,7 +126,8 @@ class _EmbeddingGraph:
 def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
                 max_seq_length: int | None = None,
                 fp32_nodes: Sequence[str] | None = None,
-                name: str | None = None, optimize: bool = False) -> Path:
+                name: str | None = None, optimize: bool = False,
+                key: str | None = None) -> Path:
     """Export ``model_spec`` to ``out`` (a new, empty folder): fp32 + INT8 ONNX, tokenizer.
 
     Args:
@@ -141,6 +142,7 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
         optimize: BERT-family only: export with eager attention and fuse the graph with
             ``onnxruntime.transformers.optimizer`` (Attention, SkipLayerNorm, BiasGelu,
             EmbedLayerNorm) before quantizing (fused Attention becomes QAttention).
+        key: :func:`export_key` of the call, recorded so a repeat can reuse the folder.
 
     Returns:
         The export folder.
@@ -213,6 +215,7 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
                           extra={**spec.extra, "export": True})
     meta = {
         "name": export_spec.key,
+        "export_key": key,
         "spec": export_spec.to_dict(),
         "source": {"model": str(model_spec if isinstance(model_spec, str) else spec.key),
                    "path": str(Path(spec.path).resolve()) if spec.path and Path(
@@ -707,10 +710,61 @@ def parse_fp32_nodes(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def export_key(src: str, max_seq_length: int | None, fp32_nodes: str | None,
+               optimize: bool) -> str:
+    """SHA-256 of what an export depends on: the source model's files, the options, the
+    opset, the library versions and the ``itsm_core`` source."""
+    import hashlib
+
+    from itsm_core.core.io import source_fingerprint
+    from itsm_core.encoders.cache import folder_fingerprint
+    from itsm_core.encoders.registry import resolve_spec
+
+    path = resolve_spec(src).path
+    weights = folder_fingerprint(path) if path and Path(path).exists() else str(src)
+    return hashlib.sha256(json.dumps(
+        {"weights": weights, "max_seq_length": max_seq_length, "fp32_nodes": fp32_nodes,
+         "optimize": optimize, "opset": OPSET, "versions": _versions(),
+         "code": source_fingerprint()}, sort_keys=True).encode()).hexdigest()
+
+
+def export_or_reuse(src: str, out: str | Path | None = None, *,
+                    max_seq_length: int | None = None, fp32_nodes: str | None = None,
+                    optimize: bool = False, measure: bool = True, reuse: bool | None = None,
+                    **measure_options: Any) -> tuple[Path, dict[str, Any] | None, bool]:
+    """``itsm export``: a new export (measured), or — for a default location and
+    ``reuse`` — the measured export folder made earlier from the identical model, options
+    and code (:func:`export_key`; ``make pipeline`` again re-exports nothing).
+
+    Args:
+        src: the model spec; out: a new folder (default ``models/<ts>_<name>-onnx``).
+        max_seq_length, fp32_nodes, optimize: as :func:`export_onnx`.
+        measure: measure the export (:func:`measure_export`, ``measure_options``).
+        reuse: allow reusing an identical earlier export (default:
+            :func:`~itsm_core.core.config.reuse_runs`).
+
+    Returns:
+        ``(folder, report or None, reused)``.
+    """
+    from itsm_core.core.config import MODELS_DIR, reuse_runs
+    from itsm_core.runs.store import latest_matching
+
+    key = export_key(src, max_seq_length, fp32_nodes, optimize)
+    if out is None and (reuse_runs() if reuse is None else reuse):
+        prior = latest_matching(MODELS_DIR, EXPORT_META_FILE, "export_key", key)
+        if prior is not None and (not measure or (prior / EXPORT_REPORT_FILE).exists()):
+            report = json.loads((prior / EXPORT_REPORT_FILE).read_text(encoding="utf-8")) \
+                if measure else None
+            return prior, report, True
+    folder = export_to_models(src, out, max_seq_length=max_seq_length,
+                              fp32_nodes=fp32_nodes, optimize=optimize, key=key)
+    return folder, measure_export(folder, **measure_options) if measure else None, False
+
+
 def export_to_models(src: str, out: str | Path | None = None, *,
                      max_seq_length: int | None = None, fp32_nodes: str | None = None,
-                     optimize: bool = False) -> Path:
-    """``itsm export``: export ``src`` into a NEW folder (default
+                     optimize: bool = False, key: str | None = None) -> Path:
+    """Export ``src`` into a NEW folder (default
     ``models/<timestamp>_<name>-onnx``, named after the run for a run's ``model/``)."""
     from itsm_core.core.config import MODELS_DIR
     from itsm_core.core.io import unique_run_dir
@@ -720,4 +774,4 @@ def export_to_models(src: str, out: str | Path | None = None, *,
     target = out or unique_run_dir(MODELS_DIR, f"{base}-onnx")
     return export_onnx(src, target, max_seq_length=max_seq_length,
                        fp32_nodes=parse_fp32_nodes(fp32_nodes), name=f"{base}.onnx",
-                       optimize=optimize)
+                       optimize=optimize, key=key)

@@ -38,7 +38,7 @@ import torch
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-from itsm_core.core.config import LEADERBOARD_CSV, MODELS_DIR, SEED
+from itsm_core.core.config import LEADERBOARD_CSV, MODELS_DIR, SEED, reuse_runs
 from itsm_core.core.errors import ItsmError
 from itsm_core.core.io import (
     atomic_write_json,
@@ -97,8 +97,7 @@ class TrainConfig:
     resume_from_checkpoint: str | None = None
     evaluate_test: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
-    reuse: bool = field(default_factory=lambda: os.environ.get(
-        "ITSM_REUSE_RUNS", "1").strip().lower() not in {"0", "off", "false", "no"})
+    reuse: bool = field(default_factory=reuse_runs)
     """Return the finished run of an identical recipe instead of training again (see
     :func:`recipe_key`); ``ITSM_REUSE_RUNS=0`` or ``itsm train --fresh`` turns it off."""
 

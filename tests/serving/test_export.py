@@ -266,3 +266,20 @@ def test_int8_export_behind_the_cache_hits_bit_identically(tiny_export, tmp_path
     assert np.array_equal(a[:len(TEXTS)], b)
     fresh = second.encode_canonical(["unrelated words", *TEXTS[:2]])
     assert np.array_equal(fresh[1:], a[:2])
+
+
+def test_identical_export_is_reused_not_redone(tiny_model, isolated_results):
+    from itsm_core.serving.export import export_or_reuse
+
+    first, _, reused = export_or_reuse(str(tiny_model), max_seq_length=32, measure=False)
+    assert not reused and is_export(first)
+    again, _, reused = export_or_reuse(str(tiny_model), max_seq_length=32, measure=False)
+    assert reused and again == first
+    other, _, reused = export_or_reuse(str(tiny_model), max_seq_length=24, measure=False)
+    assert not reused and other != first
+    forced, _, reused = export_or_reuse(str(tiny_model), max_seq_length=32, measure=False,
+                                        reuse=False)
+    assert not reused and forced not in (first, other)
+    meta = json.loads((first / EXPORT_META_FILE).read_text())
+    assert meta["export_key"] == json.loads((forced / EXPORT_META_FILE).read_text())[
+        "export_key"]
