@@ -9,7 +9,9 @@ wall time and records it; ``itsm timing show`` prints the table and writes
 
 Stages are recorded in a working file next to it (``pipeline_timing.partial.json``) that
 ``itsm timing reset`` starts anew, so a failed stage still leaves the times of the stages
-before it.
+before it. Every finished record is also kept as ``models/results/timing/pipeline_<ts>.json``
+(never overwritten), so a re-run can be set beside the run before it
+(:func:`compare_runs`: what the embedding cache and run reuse save).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import Any
 
 import pandas as pd
 
-from itsm_core.core.config import REPORTS_DIR
+from itsm_core.core.config import REPORTS_DIR, RESULTS_DIR
 from itsm_core.core.errors import ItsmError
 from itsm_core.core.io import atomic_write_json, file_lock, git_commit, timestamp
 
 TIMING_JSON = REPORTS_DIR / "pipeline_timing.json"
+HISTORY_DIR = RESULTS_DIR / "timing"
 
 
 def _partial(path: Path) -> Path:
@@ -75,8 +78,10 @@ def run_stage(name: str, command: Sequence[str], path: str | Path = TIMING_JSON)
     return rc
 
 
-def finish(path: str | Path = TIMING_JSON) -> dict[str, Any]:
-    """Write the finished timing file from the partial record and return it."""
+def finish(path: str | Path = TIMING_JSON, history: str | Path | None = HISTORY_DIR
+           ) -> dict[str, Any]:
+    """Write the finished timing file from the partial record (and a copy into
+    ``history``) and return it."""
     path = Path(path)
     part = _partial(path)
     if not part.exists():
@@ -86,7 +91,27 @@ def finish(path: str | Path = TIMING_JSON) -> dict[str, Any]:
     record["finished"] = timestamp()
     record["total_seconds"] = round(sum(s["seconds"] for s in record["stages"]), 1)
     atomic_write_json(path, record)
+    if history is not None:
+        keep = Path(history) / f"pipeline_{record['finished']}.json"
+        n = 1
+        while keep.exists():  # two runs finished in the same second: keep both
+            keep, n = keep.with_name(f"pipeline_{record['finished']}_{n}.json"), n + 1
+        atomic_write_json(keep, record)
     return record
+
+
+def compare_runs(earlier: dict[str, Any], later: dict[str, Any]) -> pd.DataFrame:
+    """Two pipeline records side by side: seconds per stage and ``earlier / later``."""
+    a = {s["name"]: s["seconds"] for s in earlier["stages"]}
+    b = {s["name"]: s["seconds"] for s in later["stages"]}
+    names = list(dict.fromkeys([*a, *b]))
+    rows = [{"name": n, "earlier s": a.get(n), "later s": b.get(n),
+             "speed-up": round(a[n] / b[n], 1) if a.get(n) and b.get(n) else None}
+            for n in names]
+    ta, tb = float(earlier["total_seconds"]), float(later["total_seconds"])
+    rows.append({"name": "total", "earlier s": round(ta, 1), "later s": round(tb, 1),
+                 "speed-up": round(ta / tb, 1) if tb else None})
+    return pd.DataFrame(rows)
 
 
 def timing_table(record: dict[str, Any]) -> pd.DataFrame:

@@ -207,20 +207,33 @@ def index_table(index_dir: str | Path | None = None) -> Table:
                  [idx.meta.get("git_commit") or ""], _date(idx.meta.get("created")))
 
 
-def timing_table(path: str | Path | None = None) -> Table:
-    """Wall time per stage of the last ``make pipeline`` (``reports/pipeline_timing.json``)."""
+def timing_table(path: str | Path | None = None, history: str | Path | None = None
+                 ) -> Table:
+    """Wall time per stage of the last ``make pipeline`` (``reports/pipeline_timing.json``)
+    and, when the timing history holds the run before it, both side by side."""
     import json
 
-    from itsm_core.experiments.timing import TIMING_JSON
+    from itsm_core.experiments.timing import HISTORY_DIR, TIMING_JSON, compare_runs
     from itsm_core.experiments.timing import timing_table as stage_table
 
     path = Path(path or TIMING_JSON)
     if not path.exists():
         raise ItsmError("no pipeline timing yet", where=str(path), fix="run `make pipeline`")
     record = json.loads(path.read_text(encoding="utf-8"))
-    table = stage_table(record).drop(columns=["rc"])
-    return Table("timing", table.to_markdown(index=False), [_rel(path)],
-                 [record.get("git_commit") or ""], _date(record.get("finished")))
+    runs = [(f, json.loads(f.read_text(encoding="utf-8")))
+            for f in sorted(Path(history or HISTORY_DIR).glob("pipeline_*.json"))]
+    earlier = [(f, r) for f, r in runs if r.get("finished", "") < record.get("finished", "")]
+    if not earlier:
+        table = stage_table(record).drop(columns=["rc"])
+        return Table("timing", table.to_markdown(index=False), [_rel(path)],
+                     [record.get("git_commit") or ""], _date(record.get("finished")))
+    prev_file, prev = earlier[-1]
+    table = compare_runs(prev, record).rename(columns={
+        "earlier s": f"run of {prev['started'][:15]} s",
+        "later s": f"run of {record['started'][:15]} s"})
+    return Table("timing", table.to_markdown(index=False), [_rel(prev_file), _rel(path)],
+                 [prev.get("git_commit") or "", record.get("git_commit") or ""],
+                 _date(record.get("finished")))
 
 
 def serve_table(bench_dir: str | Path | None = None) -> Table:

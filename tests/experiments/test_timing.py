@@ -42,3 +42,20 @@ def test_bad_commands_are_clear_errors(tmp_path):
         timing.run_stage("x", ["/no/such/program"], tmp_path / "t.json")
     with pytest.raises(ItsmError, match="make pipeline"):
         timing.finish(tmp_path / "never.json")
+
+
+def test_every_finished_run_is_kept_and_runs_compare_side_by_side(tmp_path):
+    path, history = tmp_path / "pipeline_timing.json", tmp_path / "history"
+    records = []
+    for code in ("import time; time.sleep(0.6)", "import time; time.sleep(0.2)"):
+        timing.reset(path)
+        timing.run_stage("benchmark", [sys.executable, "-c", code], path)
+        records.append(timing.finish(path, history))
+    kept = sorted(history.glob("pipeline_*.json"))
+    assert len(kept) == 2 and json.loads(kept[-1].read_text()) == records[-1]
+    table = timing.compare_runs(*records).set_index("name")
+    assert list(table.index) == ["benchmark", "total"]
+    first, second = (r["stages"][0]["seconds"] for r in records)
+    assert table.loc["benchmark", "earlier s"] == first
+    assert table.loc["total", "speed-up"] == pytest.approx(
+        records[0]["total_seconds"] / records[1]["total_seconds"], abs=0.06)

@@ -116,3 +116,25 @@ def test_store_table_renders_the_newest_store_bench(tmp_path, pg_url):
     with pytest.raises(ItsmError, match="itsm bench store"):
         rt.store_table(tmp_path / "none")
     assert "store" in rt.ON_DEMAND
+
+
+def test_timing_table_sets_a_rerun_beside_the_run_before_it(tmp_path):
+    import json
+
+    def record(started, finished, seconds):
+        return {"started": started, "finished": finished, "git_commit": "abc1234",
+                "total_seconds": sum(seconds.values()),
+                "stages": [{"name": k, "seconds": v, "rc": 0} for k, v in seconds.items()]}
+
+    history = tmp_path / "timing"
+    history.mkdir()
+    first = record("20261202T050000Z", "20261202T055000Z", {"benchmark": 600.0, "train": 900})
+    second = record("20261202T060000Z", "20261202T061000Z", {"benchmark": 20.0, "train": 60})
+    (history / "pipeline_20261202T055000Z.json").write_text(json.dumps(first))
+    (history / "pipeline_20261202T061000Z.json").write_text(json.dumps(second))
+    (tmp_path / "pipeline_timing.json").write_text(json.dumps(second))
+    table = rt.timing_table(tmp_path / "pipeline_timing.json", history)
+    assert "speed-up" in table.markdown and "18.8" in table.markdown  # 1500 / 80
+    assert "30" in table.markdown.splitlines()[2]  # benchmark 600 / 20
+    alone = rt.timing_table(tmp_path / "pipeline_timing.json", tmp_path / "none")
+    assert "speed-up" not in alone.markdown and "share" in alone.markdown
