@@ -206,6 +206,8 @@ class EmbeddingCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with self._connect() as con:
+                # set before the first table exists: evicted pages go back to the file system
+                con.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 con.executescript("""
                     CREATE TABLE IF NOT EXISTS entries (
                         ns TEXT NOT NULL, key BLOB NOT NULL, vec BLOB NOT NULL,
@@ -295,11 +297,13 @@ class EmbeddingCache:
                 added = con.total_changes - before
                 con.execute("UPDATE namespaces SET n=n+?, bytes=bytes+?, used=? WHERE ns=?",
                             (added, added * dim * 4, time.time(), ns))
-                self._evict(con, keep=ns)
+                evicted = self._evict(con, keep=ns)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+            if evicted or stale:
+                con.execute("PRAGMA incremental_vacuum")
 
     def drop(self, key: CacheKey) -> None:
         """Delete every entry of ``key``."""
@@ -313,13 +317,17 @@ class EmbeddingCache:
         con.execute("DELETE FROM entries WHERE ns=?", (ns,))
         con.execute("DELETE FROM namespaces WHERE ns=?", (ns,))
 
-    def _evict(self, con: sqlite3.Connection, keep: str) -> None:
+    def _evict(self, con: sqlite3.Connection, keep: str) -> bool:
+        """Drop least recently used keys (then the oldest entries of ``keep``) until the
+        stored vectors fit the bound; True when anything was deleted."""
         total = con.execute("SELECT COALESCE(SUM(bytes), 0) FROM namespaces").fetchone()[0]
+        if total <= self.max_bytes:
+            return False
         for ns, size in con.execute(
                 "SELECT ns, bytes FROM namespaces WHERE ns<>? ORDER BY used", (keep,)
         ).fetchall():
             if total <= self.max_bytes:
-                return
+                return True
             self._drop(con, ns)
             total -= size
         if total > self.max_bytes:  # the key being written alone is over the bound
@@ -331,6 +339,7 @@ class EmbeddingCache:
                         "entries WHERE ns=? LIMIT ?)", (keep, keep, excess))
             con.execute("UPDATE namespaces SET n=n-?, bytes=bytes-? WHERE ns=?",
                         (excess, int(excess * per), keep))
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Keys, entries and stored bytes (for ``itsm cache`` and tests)."""
@@ -427,6 +436,8 @@ class CachedEncoder:
         self.stats = {"hits": 0, "misses": 0, "probes": 0, "mismatch": 0}
 
     def __getattr__(self, name: str) -> Any:
+        if "encoder" not in self.__dict__:  # during unpickling / copying
+            raise AttributeError(name)
         return getattr(self.__dict__["encoder"], name)
 
     @contextlib.contextmanager
@@ -455,15 +466,20 @@ class CachedEncoder:
         batches = canonical_batches(
             _token_lengths(self.encoder, texts), getattr(self.encoder, "max_seq_length", None),
             SHORT_BATCH if getattr(self.encoder, "batch_invariant", True) else 1)
+        bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="encode", unit="batch")
+            bar = tqdm(total=len(texts), desc="encode", unit="text")
         for b in batches:
             emb = self._raw([texts[i] for i in b], len(b), normalize)
             if out is None:
                 out = np.zeros((len(texts), emb.shape[1]), np.float32)
             out[b] = emb
+            if bar is not None:
+                bar.update(len(set(b)))
+        if bar is not None:
+            bar.close()
         return out if out is not None else np.zeros((0, 0), np.float32)
 
     def encode(self, sentences: str | Sequence[str], batch_size: int = 32,

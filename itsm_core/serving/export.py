@@ -423,7 +423,7 @@ def backend_encoders(export_dir: str | Path, *, threads: int | None = None,
     """The encoders compared side by side, by backend name, with their file size in MB.
 
     Always ``torch fp32`` (plain sentence-transformers, the reference), ``onnx fp32`` and
-    ``onnx int8`` (the export's dynamic INT8). ``extended`` adds the cache's length-bucketed
+    ``onnx int8`` (the export's dynamic INT8). ``extended`` adds the cache's canonical
     batching (:func:`itsm_core.encoders.cache.canonical_batches`) for torch and INT8, torch
     bf16 autocast (CPUs with native bf16 only) and the ``candidates`` graphs
     (:func:`candidate_graphs`).
@@ -450,8 +450,10 @@ def backend_encoders(export_dir: str | Path, *, threads: int | None = None,
         found[f"onnx {variant}"] = (enc, round(enc.onnx_path.stat().st_size / 2**20, 1))
     if extended:
         int8, mb = found["onnx int8"]
-        found["onnx int8 length-bucketed"] = (CachedEncoder(int8, None, None, canonical=True),
-                                              mb)
+        # what the cache does with it: one text per call (dynamic scales span the batch)
+        found["onnx int8 one text per call" if not int8.batch_invariant
+              else "onnx int8 length-bucketed"] = (
+            CachedEncoder(int8, None, None, canonical=True), mb)
         for name, file in (candidates or {}).items():
             enc = OnnxEncoder(export_dir, "int8", threads=threads, onnx_file=file)
             found[name] = (enc, round(Path(file).stat().st_size / 2**20, 1))
