@@ -258,6 +258,48 @@ def serve_table(bench_dir: str | Path | None = None) -> Table:
     return Table("serve", md, [_rel(found)], [res.get("git_commit") or ""], _date(stamp))
 
 
+def encode_table(bench_dir: str | Path | None = None) -> Table:
+    """The newest ``itsm bench encode`` of each model: every backend's sentences/s,
+    speed-up, cosine and NDCG@10 difference to torch fp32 (validation sub-benchmark)."""
+    import json
+
+    from itsm_core.core.config import RESULTS_DIR
+
+    folder = Path(bench_dir or RESULTS_DIR / "bench")
+    newest: dict[str, tuple[Path, dict]] = {}
+    for f in sorted(folder.glob("encode_throughput_*.json")):
+        res = json.loads(f.read_text(encoding="utf-8"))
+        if "quality_benchmark" in res:  # the backend table (older files time 3 backends)
+            newest[res["model"]] = (f, res)
+    if not newest:
+        raise ItsmError("no backend table of `itsm bench encode` yet", where=str(folder),
+                        fix="run `itsm bench encode` (and `itsm bench encode --model mpnet`)")
+    parts, files, commits = [], [], []
+    for model, (f, res) in newest.items():
+        q = res["quality_benchmark"]
+        rows = pd.DataFrame([{
+            "backend": r["backend"], "sentences/s": r["sentences_per_s"],
+            "speed-up": f"{r['speedup']:.2f}x", "MB": r["size_mb"],
+            "cosine mean / min": f"{r['cos_mean']:.4f} / {r['cos_min']:.4f}",
+            "NDCG@10": f"{r['ndcg@10']:.4f}",
+            "Δ NDCG@10 [95 % CI]": f"{r['ndcg_delta']:+.4f} [{r['ndcg_delta_ci'][0]:+.4f}, "
+                                   f"{r['ndcg_delta_ci'][1]:+.4f}]"} for r in res["rows"]])
+        first = res["rows"][0]
+        parts.append(
+            f"**{model}** ({res['max_seq_length']} tokens, {first['n_texts']} validation "
+            f"texts, batch {first['batch_size']}, {first['threads']} threads; NDCG on "
+            f"{q['n_queries']} validation queries x {q['n_corpus']:,} documents; "
+            f"tokenization alone {res['tokenize_sentences_per_s']:,.0f} sentences/s)\n\n"
+            + rows.to_markdown(index=False))
+        if res.get("int8_operator_profile"):
+            parts.append("INT8 time by operator: " + ", ".join(
+                f"{r['op']} {r['share']:.0%}" for r in res["int8_operator_profile"][:6]))
+        files.append(_rel(f))
+        commits.append(res.get("git_commit") or "")
+    stamp = max(f.stem.rsplit("_", 1)[-1] for f, _ in newest.values())
+    return Table("encode", "\n\n".join(parts), files, commits, _date(stamp))
+
+
 def store_table(bench_dir: str | Path | None = None) -> Table:
     """The newest ``itsm bench store``: numpy exact vs pgvector HNSW, the served NDCG@10
     from both stores, Ray Data vs in-process embedding."""
@@ -296,7 +338,7 @@ def store_table(bench_dir: str | Path | None = None) -> Table:
                  _date(stamp))
 
 
-ON_DEMAND = {"store": "store_*.json"}
+ON_DEMAND = {"store": "store_*.json", "encode": "encode_throughput_*.json"}
 """Tables of benchmarks run by hand, not by the pipeline: re-rendered by default only
 when their result file exists here (else the committed table is kept)."""
 
@@ -310,6 +352,7 @@ TABLES: dict[str, Callable[[], Table]] = {
     "timing": timing_table,
     "serve": serve_table,
     "store": store_table,
+    "encode": encode_table,
 }
 """Every generated README table, by the name its marker uses."""
 
@@ -363,11 +406,17 @@ def check_readme(readme: str | Path = README, tables_dir: str | Path = TABLES_DI
 
 
 def _renderable(name: str) -> bool:
-    from itsm_core.core.config import RESULTS_DIR
-    from itsm_core.runs.store import latest_file
+    import json
 
-    return name not in ON_DEMAND or latest_file(RESULTS_DIR / "bench",
-                                                ON_DEMAND[name]) is not None
+    from itsm_core.core.config import RESULTS_DIR
+
+    if name not in ON_DEMAND:
+        return True
+    found = sorted((RESULTS_DIR / "bench").glob(ON_DEMAND[name]))
+    if name == "encode":  # older bench files time three backends and have no table
+        return any("quality_benchmark" in json.loads(f.read_text(encoding="utf-8"))
+                   for f in found)
+    return bool(found)
 
 
 def refresh_readme(readme: str | Path = README, tables_dir: str | Path = TABLES_DIR, *,

@@ -138,3 +138,30 @@ def test_timing_table_sets_a_rerun_beside_the_run_before_it(tmp_path):
     assert "30" in table.markdown.splitlines()[2]  # benchmark 600 / 20
     alone = rt.timing_table(tmp_path / "pipeline_timing.json", tmp_path / "none")
     assert "speed-up" not in alone.markdown and "share" in alone.markdown
+
+
+def test_encode_table_shows_the_newest_backend_table_per_model(tmp_path):
+    import json
+
+    def bench(model, stamp, sps):
+        rows = [{"backend": b, "sentences_per_s": s, "speedup": s / sps[0], "size_mb": 86.0,
+                 "cos_mean": 1.0, "cos_min": 0.999, "ndcg@10": 0.7, "ndcg_delta": d,
+                 "ndcg_delta_ci": [d - 0.01, d + 0.01], "n_texts": 512, "batch_size": 32,
+                 "threads": 2} for b, s, d in zip(("torch fp32", "onnx int8"), sps, (0.0, -0.002))]
+        (tmp_path / f"encode_throughput_{stamp}.json").write_text(json.dumps({
+            "model": model, "max_seq_length": 128, "rows": rows,
+            "tokenize_sentences_per_s": 9000.0, "int8_operator_profile": [],
+            "quality_benchmark": {"split": "validation", "n_queries": 300, "n_corpus": 3000},
+            "git_commit": "abc1234"}))
+
+    (tmp_path / "encode_throughput_20261101T000000Z.json").write_text(json.dumps(
+        {"rows": [{"backend": "torch fp32", "sentences_per_s": 1.0}]}))  # older format
+    bench("minilm-ft.onnx", "20261202T010000Z", (100.0, 250.0))
+    bench("minilm-ft.onnx", "20261202T020000Z", (110.0, 330.0))
+    bench("mpnet.onnx", "20261202T030000Z", (20.0, 50.0))
+    table = rt.encode_table(tmp_path)
+    assert table.markdown.count("**minilm-ft.onnx**") == 1 and "**mpnet.onnx**" in table.markdown
+    assert "3.00x" in table.markdown and "2.50x" not in table.markdown  # the newest run only
+    assert "-0.0020 [-0.0120, +0.0080]" in table.markdown
+    with pytest.raises(ItsmError, match="bench encode"):
+        rt.encode_table(tmp_path / "none")
