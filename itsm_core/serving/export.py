@@ -72,6 +72,18 @@ FP32_NODE_DEFAULTS: dict[str, tuple[str, ...]] = {
 # ----------------------------------------------------------------------------- export
 
 
+class _NoPreprocessHint(logging.Filter):
+    """onnxruntime's quantizers log "Please consider to run pre-processing before
+    quantization" on the root logger for every call; the graphs here are exported with
+    constant folding and shape inference already, so the hint is noise in every command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_NoPreprocessHint())
+
+
 def default_fp32_nodes(model_type: str | None) -> tuple[str, ...]:
     """Default fp32 patterns for an architecture (``config.json`` ``model_type``)."""
     return FP32_NODE_DEFAULTS.get(str(model_type or "").lower(), ())
