@@ -507,18 +507,36 @@ class CachedEncoder:
     def _cached(self, texts: list[str], normalize: bool, progress: bool) -> np.ndarray:
         key = self.key if normalize else _unnormalised(self.key)
         keys = [_text_key(t) for t in texts]
-        found = self.cache.get(key, keys)
+        try:
+            found = self.cache.get(key, keys)
+        except sqlite3.Error as exc:  # a broken cache must not stop a long run
+            self._give_up(exc)
+            return self.encode_canonical(texts, normalize, progress and len(texts) > 256)
         if found and self.probe > 0:
             found = self._verified(key, texts, keys, found, normalize)
+            if self.cache is None:  # the drop after a mismatch failed
+                return self.encode_canonical(texts, normalize, progress and len(texts) > 256)
         todo = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
         self.stats["hits"] += len(texts) - sum(k not in found for k in keys)
         self.stats["misses"] += len(todo)
         if todo:
             emb = self.encode_canonical(todo, normalize, progress and len(todo) > 256)
             new = {_text_key(t): e for t, e in zip(todo, emb)}
-            self.cache.put(key, new)
+            try:
+                self.cache.put(key, new)
+            except sqlite3.Error as exc:
+                self._give_up(exc)
             found.update(new)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _give_up(self, exc: Exception) -> None:
+        """Stop using a cache that fails (disk full, a lock held past the timeout, a
+        damaged file): warn once and go on encoding — vectors stay canonical."""
+        logger.warning("embedding cache %s failed (%s: %s); this run goes on without it. "
+                       "Fix: free disk space, `itsm cache --clear`, or ITSM_EMBED_CACHE=off",
+                       self.cache.folder if self.cache else "?", type(exc).__name__, exc)
+        self.cache = None
+        self.stats["failed"] = 1
 
     def _verified(self, key: CacheKey, texts: list[str], keys: list[bytes],
                   found: dict[bytes, np.ndarray], normalize: bool) -> dict[bytes, np.ndarray]:
@@ -533,7 +551,10 @@ class CachedEncoder:
         logger.warning("embedding cache: a cached vector of %s (%s) differs from a fresh "
                        "encoding; its entries are dropped and the texts encoded again",
                        key.source, key.backend)
-        self.cache.drop(key)
+        try:
+            self.cache.drop(key)
+        except sqlite3.Error as exc:
+            self._give_up(exc)
         return {}
 
 
@@ -571,7 +592,11 @@ def wrap_encoder(encoder: Any, source: str, path: str | Path | None = None, *,
     """
     if isinstance(encoder, CachedEncoder):
         return encoder
-    store = open_cache() if cache else None
+    try:
+        store = open_cache() if cache else None
+    except ItsmError as exc:  # an unusable cache costs speed, never the run
+        logger.warning("%s: %s — encoding without the cache", exc.where, exc.problem)
+        store = None
     limit = getattr(encoder, "max_seq_length", None)
     if hasattr(encoder, "session"):  # an ONNX export: its file hash is the fingerprint
         key = cache_key(encoder.fingerprint if store else None, str(source),

@@ -183,3 +183,27 @@ def test_unwritable_cache_folder_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ItsmError, match="cannot be opened"):
         C.EmbeddingCache(blocker / "sub")
+
+
+def test_a_broken_cache_file_does_not_stop_the_run(store, tiny_model, caplog):
+    enc = _encoder(tiny_model)
+    expected = enc.encode_canonical(TEXTS[:5])
+    (store / C.EmbeddingCache.FILE).write_bytes(b"this is not a database" * 100)
+    for f in store.glob(C.EmbeddingCache.FILE + "-*"):  # WAL / shared memory files
+        f.unlink()
+    with caplog.at_level("WARNING"):
+        out = enc.encode(TEXTS[:5], normalize_embeddings=True)
+    assert np.array_equal(out, expected)
+    assert enc.stats["failed"] == 1 and "goes on without it" in caplog.text
+    assert enc.encode(TEXTS[:2], normalize_embeddings=True).shape[0] == 2  # still encodes
+
+
+def test_an_unopenable_cache_folder_means_encoding_without_it(tmp_path, monkeypatch,
+                                                              tiny_model, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ITSM_EMBED_CACHE", str(blocker / "sub"))
+    with caplog.at_level("WARNING"):
+        enc = _encoder(tiny_model)
+    assert enc.cache is None and "without the cache" in caplog.text
+    assert enc.encode(TEXTS[:3], normalize_embeddings=True).shape[0] == 3
