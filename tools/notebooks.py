@@ -99,6 +99,10 @@ TRAIN = notebook([
     ("code", "reports.versus_baselines(result.test_record)"),
     ("md", "### Paired difference to each baseline on the same test queries (95 % CI)"),
     ("code", "reports.paired_vs_baselines(result.test_record)"),
+    ("md", "## What it forgets: the data set it was not trained on (test, paired, 95 % CI)\n\n"
+     "The fine-tune against its zero-shot base model and TF-IDF on the other bundled data "
+     "set's test queries. Reported only — no choice of this run looked at it."),
+    ("code", "reports.forgetting(result)"),
     ("md", "## Quality by Matryoshka dimension (test)"),
     ("code", "plots.by_dimension({model: result.test_record['dims']}, title=dataset);"),
     ("md", "## Training throughput (measured side by side by `itsm bench train`)"),

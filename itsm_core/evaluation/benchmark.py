@@ -488,7 +488,8 @@ def validation_benchmark(bench: Benchmark) -> Benchmark:
 
 def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
                    leaderboard: str | Path | None = LEADERBOARD_CSV,
-                   scorer: Scorer | None = None) -> dict[str, Any]:
+                   scorer: Scorer | None = None, task: str = "evaluate",
+                   name: str | None = None) -> dict[str, Any]:
     """Evaluate one model spec on a built benchmark and write the run.
 
     Writes ``out/metrics.json`` (shared results schema), ``out/per_query.csv`` and
@@ -502,6 +503,9 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
         out: a new or empty run directory.
         leaderboard: the leaderboard CSV (None: no row).
         scorer: an already built scorer for ``model`` (skips loading it again).
+        task: the record's task (``unseen``: a fine-tune judged on a data set it was not
+            trained on — kept apart from the ``evaluate`` rows of that data set).
+        name: the model name in the record (default the scorer's).
 
     Returns:
         The run's record (what ``metrics.json`` holds).
@@ -522,7 +526,7 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
     res = evaluate_scorer(scorer, bench)
     spec = getattr(scorer, "spec", None)
     record = make_record(
-        task="evaluate", model=scorer.name, model_kind=scorer.kind,
+        task=task, model=name or scorer.name, model_kind=scorer.kind,
         benchmark=bench.describe(), metrics=res.metrics, per_dim=res.per_dim,
         per_category=res.per_category, model_spec=spec.to_dict() if spec else None,
         extra={**extra, "threshold": res.metrics.get("threshold")},

@@ -44,6 +44,41 @@ def versus_baselines(record: dict[str, Any], leaderboard: str | Path | None = No
     return format_with_ci(rows)
 
 
+def versus_zero_shot(run_dir: str | Path, record: dict[str, Any],
+                     metrics: tuple[str, ...] = ("ndcg@10", "mrr@10", "map@100"),
+                     leaderboard: str | Path | None = None) -> pd.DataFrame:
+    """A fine-tune judged on a data set it was NOT trained on (``task = unseen``) against
+    its zero-shot base model and TF-IDF on that data set's same test queries: what the
+    fine-tune forgot (difference < 0) or carried over (> 0), paired bootstrap CI.
+
+    Args:
+        run_dir: the unseen run's folder (its ``per_query.csv``); record: its record.
+        metrics: the metrics compared; leaderboard: where the baselines' runs are found.
+
+    Returns:
+        One row per baseline and metric (empty when no baseline run of that data set
+        exists yet: ``make benchmark`` writes them).
+    """
+    board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV))
+    base = board[(board["dataset"] == record["dataset"])
+                 & (board["relevance"] == record.get("relevance"))
+                 & board["model"].isin([record.get("base_model"), "tfidf"])]
+    rows = []
+    for _, b in base.iterrows():
+        for m in metrics:
+            d = paired_difference(run_dir, b["run_dir"], m)
+            rows.append({"data set (not trained on)": record["dataset"],
+                         "baseline": b["model"], "metric": m,
+                         "fine-tune": round(float(record[m]), 4),
+                         "baseline value": round(float(b[m]), 4),
+                         "difference": round(d["diff"], 4), "ci_low": round(d["ci_low"], 4),
+                         "ci_high": round(d["ci_high"], 4),
+                         "verdict": "better" if d["ci_low"] > 0 else
+                         ("worse (forgotten)" if d["ci_high"] < 0 else
+                          "no significant difference")})
+    return pd.DataFrame(rows)
+
+
 def paired_vs_baselines(record: dict[str, Any], metrics: tuple[str, ...] = (
         "ndcg@10", "mrr@10", "map@100"), leaderboard: str | Path | None = None
         ) -> pd.DataFrame:

@@ -14,11 +14,16 @@ import pandas as pd
 
 from itsm_core.core.config import LEADERBOARD_CSV
 from itsm_core.core.errors import ItsmError
-from itsm_core.evaluation.paired import paired_difference, paired_vs_baselines, versus_baselines
+from itsm_core.evaluation.paired import (
+    paired_difference,
+    paired_vs_baselines,
+    versus_baselines,
+    versus_zero_shot,
+)
 from itsm_core.runs.schema import format_with_ci, read_leaderboard
 from itsm_core.runs.store import latest_rows
 
-__all__ = ["paired_difference", "paired_vs_baselines", "versus_baselines"]
+__all__ = ["paired_difference", "paired_vs_baselines", "versus_baselines", "versus_zero_shot"]
 
 
 def latest_runs(datasets: list[str] | None = None, models: list[str] | None = None,
@@ -85,6 +90,20 @@ def benchmark_table(board: pd.DataFrame) -> pd.DataFrame:
             "relevance", "split", "split_scheme", "corpus", "n_queries", "n_corpus",
             "n_test_pairs", "n_threshold_pairs", "threshold_source", "text_fields")}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def forgetting(result: Any) -> pd.DataFrame:
+    """A training result's run on the data set it was not trained on, paired against the
+    zero-shot base model and TF-IDF there (:func:`versus_zero_shot`), or a one-line note
+    saying why there is none."""
+    if not getattr(result, "unseen_record", None):
+        return pd.DataFrame({"note": ["no unseen data set was evaluated (it is not built, or "
+                                      "TrainConfig.unseen_dataset is None)"]})
+    table = versus_zero_shot(result.unseen_dir, result.unseen_record)
+    if table.empty:
+        return pd.DataFrame({"note": [f"no zero-shot run on {result.unseen_record['dataset']}"
+                                      " to compare with yet (`make benchmark`)"]})
+    return table
 
 
 def train_summary(meta: dict[str, Any]) -> pd.DataFrame:

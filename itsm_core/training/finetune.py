@@ -96,6 +96,11 @@ class TrainConfig:
     output_dir: str | None = None
     resume_from_checkpoint: str | None = None
     evaluate_test: bool = True
+    unseen_dataset: str | None = "auto"
+    """Also evaluate (test split, reported only, never used for a choice) on a data set the
+    run was not trained on, to measure what it forgets: ``auto`` = the other bundled data
+    set (gitbugs_hadoop for it_tickets and every other data set, it_tickets for
+    gitbugs_hadoop) when it is built; None = skip."""
     extra: dict[str, Any] = field(default_factory=dict)
     reuse: bool = field(default_factory=reuse_runs)
     """Return the finished run of an identical recipe instead of training again (see
@@ -396,6 +401,15 @@ class TrainResult:
     model_dir: Path
     meta: dict[str, Any]
     test_record: dict[str, Any] | None
+    unseen_record: dict[str, Any] | None = None
+    """The run on a data set it was not trained on (see ``TrainConfig.unseen_dataset``)."""
+
+    @property
+    def unseen_dir(self) -> Path | None:
+        """Folder of the unseen-data-set evaluation (its ``per_query.csv``)."""
+        if not self.unseen_record:
+            return None
+        return self.run_dir / f"unseen_{self.unseen_record['dataset']}"
 
 
 
@@ -462,6 +476,25 @@ def recipe_key(cfg: TrainConfig, pairs: pd.DataFrame, incidents_path: Path,
     return h.hexdigest()
 
 
+UNSEEN_DEFAULT = {"it_tickets": "gitbugs_hadoop", "gitbugs_hadoop": "it_tickets"}
+
+
+def unseen_dataset(cfg: TrainConfig) -> str | None:
+    """The data set a run is also judged on but never trained on, if it is built."""
+    from itsm_core.data.datasets import processed_path
+
+    name = cfg.unseen_dataset
+    if name == "auto":
+        name = UNSEEN_DEFAULT.get(cfg.dataset, "gitbugs_hadoop")
+    if not name or name == cfg.dataset:
+        return None
+    try:
+        path = processed_path(name)
+    except ItsmError:
+        return None
+    return name if path.exists() else None
+
+
 def finished_run(key: str) -> TrainResult | None:
     """The newest complete run under ``models/`` trained from recipe ``key``, or None."""
     from itsm_core.runs.store import latest_matching
@@ -476,7 +509,10 @@ def finished_run(key: str) -> TrainResult | None:
     record = json.loads(test.read_text(encoding="utf-8")) if test.exists() else None
     if meta["train_config"].get("evaluate_test") and record is None:
         return None
-    return TrainResult(run, run / "model", {**meta, "reused": True}, record)
+    unseen = run / "unseen_metrics.json"
+    return TrainResult(run, run / "model", {**meta, "reused": True}, record,
+                       json.loads(unseen.read_text(encoding="utf-8")) if unseen.exists()
+                       else None)
 
 
 def _run_dir(cfg: TrainConfig) -> Path:
@@ -646,9 +682,20 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         record = evaluate_model(str(model_dir), bench, eval_dir, leaderboard=LEADERBOARD_CSV)
         # the run's test result beside the model, with the keys of `itsm evaluate`
         atomic_write_json(run_dir / "test_metrics.json", record)
+    unseen = None
+    other = unseen_dataset(cfg) if cfg.evaluate_test else None
+    if other:  # reported, never used for a choice: what the fine-tune forgets elsewhere
+        from itsm_core.data.datasets import processed_path
+
+        unseen = evaluate_model(str(model_dir), build_benchmark(processed_path(other)),
+                                run_dir / f"unseen_{other}", leaderboard=LEADERBOARD_CSV,
+                                task="unseen", name=f"{run_name} (trained on {cfg.dataset})")
+        atomic_write_json(run_dir / "unseen_metrics.json", unseen)
+        meta["unseen"] = {"dataset": other, **{m: unseen.get(m) for m in (
+            "ndcg@10", "mrr@10", "map@100")}}
     meta["total_seconds"] = round(time.time() - t_start, 1)
     atomic_write_json(run_dir / "train_meta.json", meta)
-    return TrainResult(run_dir, model_dir, meta, record)
+    return TrainResult(run_dir, model_dir, meta, record, unseen)
 
 
 def load_train_meta(run_dir: str | Path) -> dict[str, Any]:

@@ -217,3 +217,48 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_bundle):
 def test_tiny_bundle_has_all_splits(tiny_bundle):
     df = pd.read_csv(tiny_bundle["incidents"])
     assert set(df["split"]) == {"train", "validation", "test"}
+
+
+@pytest.mark.weights
+def test_every_fine_tune_is_also_judged_on_a_data_set_it_did_not_train_on(
+        tiny_bundle, isolated_results):
+    """The unseen data set's TEST run is written apart (task "unseen") and set against the
+    zero-shot base model on the same queries; nothing chooses anything on it."""
+    from itsm_core.core.config import PROCESSED_DIR
+    from itsm_core.data.datasets import DatasetManifest, processed_path, sidecar_path
+    from itsm_core.evaluation.benchmark import build_benchmark, evaluate_model
+    from itsm_core.reports.views import forgetting
+    from itsm_core.runs.schema import read_leaderboard
+    from itsm_core.training.finetune import run_training
+
+    target = PROCESSED_DIR / "tinyother.parquet"
+    PROCESSED_DIR.mkdir(parents=True, exist_ok=True)
+    pd.read_csv(tiny_bundle["incidents"]).to_parquet(target, index=False)
+    DatasetManifest(name="tinyother", text_fields=["short_description", "description"],
+                    labels=["category", "subcategory"]).save(sidecar_path(target))
+    evaluate_model("minilm", build_benchmark(processed_path("tinyother")),
+                   isolated_results.runs / "zero_shot_other",
+                   leaderboard=isolated_results.leaderboard)
+    cfg = config_for_profile("smoke", model="minilm", dataset="tiny", max_steps=2,
+                             evaluate_test=True, unseen_dataset="tinyother")
+    res = run_training(cfg, incidents_path=tiny_bundle["incidents"])
+    assert res.unseen_record["task"] == "unseen" and res.unseen_record["split"] == "test"
+    assert (res.unseen_dir / "per_query.csv").exists()
+    assert res.meta["unseen"]["dataset"] == "tinyother"
+    board = read_leaderboard(isolated_results.leaderboard)
+    assert (board["task"] == "unseen").sum() == 1
+    table = forgetting(res)
+    assert set(table["baseline"]) == {"minilm"}
+    assert {"ndcg@10", "mrr@10"} <= set(table["metric"])
+    assert table["verdict"].notna().all()
+
+
+def test_no_unseen_data_set_is_a_note_not_an_error():
+    from types import SimpleNamespace
+
+    from itsm_core.reports.views import forgetting
+    from itsm_core.training.finetune import TrainConfig, unseen_dataset
+
+    assert "no unseen" in forgetting(SimpleNamespace(unseen_record=None))["note"].iat[0]
+    assert unseen_dataset(TrainConfig(dataset="gitbugs_hadoop", unseen_dataset=None)) is None
+    assert unseen_dataset(TrainConfig(dataset="x", unseen_dataset="x")) is None
