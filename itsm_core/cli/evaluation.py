@@ -112,11 +112,14 @@ def leaderboard_cmd(
     dataset: Annotated[str | None, typer.Option(help="only this data set")] = None,
     markdown: Annotated[bool, typer.Option(help="print a Markdown table")] = False,
     all_runs: Annotated[bool, typer.Option("--all", help="include ablation variants")] = False,
+    task: Annotated[str, typer.Option(
+        help="evaluate, or unseen (fine-tunes on the data set they did not train on)")] =
+    "evaluate",
 ) -> None:
     """Show the latest evaluation per model with 95% CIs."""
     from itsm_core.runs.store import leaderboard_view
 
-    table = leaderboard_view(dataset, include_ablation=all_runs)
+    table = leaderboard_view(dataset, include_ablation=all_runs, task=task)
     if markdown:
         sys.stdout.write(table.to_markdown(index=False) + "\n")
         return

@@ -102,9 +102,17 @@ def leaderboard_table(leaderboard: str | Path = LEADERBOARD_CSV) -> Table:
     if board.empty:
         raise ItsmError("no test-split evaluations on the leaderboard", where=str(leaderboard),
                         fix="run `make pipeline` first")
-    table = format_with_ci(board)
+    md = format_with_ci(board).to_markdown(index=False)
+    unseen = latest_per_model(read_leaderboard(leaderboard), task="unseen")
+    unseen = unseen[unseen["split"] == "test"]
+    if not unseen.empty:  # what each fine-tune does where it was not trained
+        md += ("\n\nFine-tunes on the data set they were **not** trained on (task `unseen`, "
+               "test split; compare with the zero-shot rows above):\n\n"
+               + format_with_ci(unseen)[["dataset", "model", "n_queries", "ndcg@10", "mrr@10",
+                                         "map@100"]].to_markdown(index=False))
+        board = pd.concat([board, unseen])
     commits, _ = _commits_dates(board)
-    return Table("leaderboard", table.to_markdown(index=False), [_rel(leaderboard)], commits,
+    return Table("leaderboard", md, [_rel(leaderboard)], commits,
                  _date(board["timestamp"].astype(str).max()))
 
 

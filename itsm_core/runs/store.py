@@ -138,8 +138,10 @@ def latest_rows(board: pd.DataFrame, datasets: list[str] | None = None,
 
 
 def leaderboard_view(dataset: str | None = None, include_ablation: bool = False,
-                     leaderboard: str | Path | None = None) -> pd.DataFrame:
-    """``itsm leaderboard``: the newest evaluation per model, value [95 % CI] per metric.
+                     leaderboard: str | Path | None = None, task: str = "evaluate"
+                     ) -> pd.DataFrame:
+    """``itsm leaderboard``: the newest evaluation per model, value [95 % CI] per metric
+    (``task="unseen"``: fine-tunes on the data set they were not trained on).
 
     Raises:
         ItsmError: when there is nothing to show (with what to run).
@@ -147,10 +149,11 @@ def leaderboard_view(dataset: str | None = None, include_ablation: bool = False,
     from itsm_core.core.errors import ItsmError
     from itsm_core.runs.schema import format_with_ci
 
-    board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV),
+    board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV), task=task,
                              include_ablation=include_ablation)
     if dataset:
         board = board[board["dataset"] == dataset]
     if board.empty:
-        raise ItsmError("the leaderboard is empty", fix="run `itsm evaluate` or `make pipeline`")
+        raise ItsmError(f"the leaderboard has no {task!r} rows", fix="run `itsm evaluate` or "
+                        "`make pipeline` (fine-tunes add their 'unseen' rows)")
     return format_with_ci(board)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from itsm_core.runs.store import (
     latest_file,
@@ -78,3 +79,25 @@ def test_latest_artifacts_sort_by_timestamped_names(tmp_path: Path) -> None:
     assert latest_json(tmp_path, "bench_*.json") == {"ts": "20260301T000000Z"}
     assert latest_json(tmp_path, "nothing_*.json") is None
     assert latest_folder(tmp_path / "none", "itsm_index.json") is None
+
+
+def test_unseen_rows_have_their_own_view(tmp_path):
+    from itsm_core.core.errors import ItsmError
+    from itsm_core.runs.store import leaderboard_view
+
+    board = tmp_path / "leaderboard.csv"
+    pd.DataFrame([
+        {"run_id": "a", "timestamp": "20261202T000000Z", "task": "evaluate",
+         "dataset": "gitbugs_hadoop", "split": "test", "relevance": "links", "model": "minilm",
+         "model_kind": "dense", "n_queries": 47, "ndcg@10": 0.5},
+        {"run_id": "b", "timestamp": "20261202T000001Z", "task": "unseen",
+         "dataset": "gitbugs_hadoop", "split": "test", "relevance": "links",
+         "model": "minilm-ft (trained on it_tickets)", "model_kind": "dense", "n_queries": 47,
+         "ndcg@10": 0.4},
+    ]).to_csv(board, index=False)
+    main = leaderboard_view(leaderboard=board)
+    assert list(main["model"]) == ["minilm"]
+    unseen = leaderboard_view(leaderboard=board, task="unseen")
+    assert list(unseen["model"]) == ["minilm-ft (trained on it_tickets)"]
+    with pytest.raises(ItsmError, match="'unseen' rows"):
+        leaderboard_view(leaderboard=board, task="unseen", dataset="it_tickets")
