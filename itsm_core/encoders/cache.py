@@ -205,20 +205,7 @@ class EmbeddingCache:
         self.max_bytes = int(max_bytes if max_bytes is not None else max_cache_bytes())
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with self._connect() as con:
-                # set before the first table exists: evicted pages go back to the file system
-                con.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                con.executescript("""
-                    CREATE TABLE IF NOT EXISTS entries (
-                        ns TEXT NOT NULL, key BLOB NOT NULL, vec BLOB NOT NULL,
-                        PRIMARY KEY (ns, key)) WITHOUT ROWID;
-                    CREATE TABLE IF NOT EXISTS namespaces (
-                        ns TEXT PRIMARY KEY, source TEXT, backend TEXT, fingerprint TEXT,
-                        dim INTEGER, n INTEGER DEFAULT 0, bytes INTEGER DEFAULT 0,
-                        used REAL, info TEXT);
-                    CREATE TABLE IF NOT EXISTS fingerprints (
-                        path TEXT PRIMARY KEY, token TEXT, fingerprint TEXT);
-                """)
+            self._create()
         except (OSError, sqlite3.Error) as exc:
             raise ItsmError(f"the embedding cache cannot be opened ({exc})",
                             where=str(self.folder / self.FILE),
@@ -226,11 +213,37 @@ class EmbeddingCache:
                             "ITSM_EMBED_CACHE at another folder, or set "
                             "ITSM_EMBED_CACHE=off") from exc
 
+    def _create(self, attempts: int = 8) -> None:
+        """Tables and WAL mode (both persist in the file). Two processes creating the file at
+        once can see "database is locked" without the busy timeout applying (switching the
+        journal mode takes the file exclusively), so creation is retried with back-off."""
+        for attempt in range(attempts):
+            try:
+                with self._connect() as con:
+                    # before the first table exists: evicted pages go back to the file system
+                    con.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.executescript("""
+                        CREATE TABLE IF NOT EXISTS entries (
+                            ns TEXT NOT NULL, key BLOB NOT NULL, vec BLOB NOT NULL,
+                            PRIMARY KEY (ns, key)) WITHOUT ROWID;
+                        CREATE TABLE IF NOT EXISTS namespaces (
+                            ns TEXT PRIMARY KEY, source TEXT, backend TEXT, fingerprint TEXT,
+                            dim INTEGER, n INTEGER DEFAULT 0, bytes INTEGER DEFAULT 0,
+                            used REAL, info TEXT);
+                        CREATE TABLE IF NOT EXISTS fingerprints (
+                            path TEXT PRIMARY KEY, token TEXT, fingerprint TEXT);
+                    """)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         con = sqlite3.connect(self.folder / self.FILE, timeout=60, isolation_level=None)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             yield con
         finally:

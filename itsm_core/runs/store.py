@@ -153,7 +153,9 @@ def leaderboard_view(dataset: str | None = None, include_ablation: bool = False,
                              include_ablation=include_ablation)
     if dataset:
         board = board[board["dataset"] == dataset]
+    if board.empty and task == "evaluate":
+        raise ItsmError("the leaderboard is empty", fix="run `itsm evaluate` or `make pipeline`")
     if board.empty:
-        raise ItsmError(f"the leaderboard has no {task!r} rows", fix="run `itsm evaluate` or "
-                        "`make pipeline` (fine-tunes add their 'unseen' rows)")
+        raise ItsmError(f"the leaderboard has no {task!r} rows",
+                        fix="train a model (`make train`): fine-tunes add their 'unseen' rows")
     return format_with_ci(board)
