@@ -15,7 +15,7 @@ import pandas as pd
 from itsm_core.core.config import LEADERBOARD_CSV
 from itsm_core.core.errors import ItsmError
 from itsm_core.metrics.stats import paired_bootstrap_diff
-from itsm_core.runs.schema import format_with_ci, read_leaderboard
+from itsm_core.runs.schema import format_with_ci, read_leaderboard, relevance_key
 from itsm_core.runs.store import latest_per_model
 
 
@@ -36,7 +36,7 @@ def versus_baselines(record: dict[str, Any], leaderboard: str | Path | None = No
     """A trained model's test row beside the baselines and zero-shot models of its data set."""
     board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV))
     board = board[(board["dataset"] == record["dataset"])
-                  & (board["relevance"] == record.get("relevance"))]
+                  & (board["relevance"] == relevance_key(record.get("relevance")))]
     others = board[board["model_kind"] == "lexical"]
     zero = board[board["model"].isin(["minilm", "mpnet", record.get("base_model")])]
     mine = board[board["run_id"] == record["run_id"]]
@@ -61,7 +61,7 @@ def versus_zero_shot(run_dir: str | Path, record: dict[str, Any],
     """
     board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV))
     base = board[(board["dataset"] == record["dataset"])
-                 & (board["relevance"] == record.get("relevance"))
+                 & (board["relevance"] == relevance_key(record.get("relevance")))
                  & board["model"].isin([record.get("base_model"), "tfidf"])]
     rows = []
     for _, b in base.iterrows():
@@ -88,7 +88,7 @@ def paired_vs_baselines(record: dict[str, Any], metrics: tuple[str, ...] = (
     """
     board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV))
     board = board[(board["dataset"] == record["dataset"])
-                  & (board["relevance"] == record.get("relevance"))]
+                  & (board["relevance"] == relevance_key(record.get("relevance")))]
     mine = board[board["run_id"] == record["run_id"]]
     if mine.empty:
         raise ItsmError("the run is not on the leaderboard", fix="evaluate it first")

@@ -121,14 +121,28 @@ def write_run(out_dir: str | Path, record: dict[str, Any],
     return out_dir / "metrics.json"
 
 
+def relevance_key(value: Any) -> str:
+    """The relevance signal as runs are compared by: ``links:<file name>`` rather than the
+    links file's absolute path, so runs of the same data set made in another clone or
+    folder still line up (``labels:…`` stays as it is)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    text = str(value)
+    return "links:" + Path(text[6:]).name if text.startswith("links:") else text
+
+
 def read_leaderboard(path: str | Path = LEADERBOARD_CSV) -> pd.DataFrame:
-    """The leaderboard as a DataFrame (empty frame with the columns when missing)."""
+    """The leaderboard as a DataFrame (empty frame with the columns when missing); the
+    ``relevance`` column holds :func:`relevance_key` values."""
     path = Path(path)
     if not path.exists():
         cols = [*ID_COLUMNS, *[c for m in HEADLINE_METRICS
                                for c in (m, f"{m}_ci_low", f"{m}_ci_high")], *TAIL_COLUMNS]
         return pd.DataFrame(columns=cols)
-    return pd.read_csv(path, dtype={"run_id": str, "git_commit": str})
+    board = pd.read_csv(path, dtype={"run_id": str, "git_commit": str})
+    if "relevance" in board:
+        board["relevance"] = board["relevance"].map(relevance_key)
+    return board
 
 
 def format_with_ci(board: pd.DataFrame, metrics: Sequence[str] = ("ndcg@10", "mrr@10",

@@ -101,3 +101,20 @@ def test_unseen_rows_have_their_own_view(tmp_path):
     assert list(unseen["model"]) == ["minilm-ft (trained on it_tickets)"]
     with pytest.raises(ItsmError, match="'unseen' rows"):
         leaderboard_view(leaderboard=board, task="unseen", dataset="it_tickets")
+
+
+def test_runs_of_the_same_links_file_in_another_folder_line_up(tmp_path):
+    from itsm_core.runs.schema import read_leaderboard, relevance_key
+    from itsm_core.runs.store import latest_per_model
+
+    board = tmp_path / "leaderboard.csv"
+    rows = [{"run_id": str(i), "timestamp": f"20261202T00000{i}Z", "task": "evaluate",
+             "dataset": "gitbugs_hadoop", "split": "test", "model": "minilm",
+             "relevance": f"links:/clone{i}/data_new/processed/gitbugs_hadoop_links.csv"}
+            for i in range(2)]
+    pd.DataFrame(rows).to_csv(board, index=False)
+    latest = latest_per_model(read_leaderboard(board))
+    assert list(latest["run_id"]) == ["1"]  # one model, one row: the newest
+    assert latest["relevance"].iat[0] == "links:gitbugs_hadoop_links.csv"
+    assert relevance_key("labels:category,subcategory") == "labels:category,subcategory"
+    assert relevance_key(float("nan")) == ""
