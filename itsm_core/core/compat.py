@@ -72,6 +72,11 @@ def installed_versions(names: tuple[str, ...] = WATCHED) -> dict[str, Version]:
     return found
 
 
+def version_strings(names: tuple[str, ...]) -> dict[str, str]:
+    """:func:`installed_versions` as strings, for provenance and cache / reuse keys."""
+    return {name: str(v) for name, v in installed_versions(names).items()}
+
+
 def problems(versions: Mapping[str, Version] | None = None) -> list[str]:
     """The reasons of every known-broken combination that ``versions`` matches.
 

@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from itsm_core.core.compat import version_strings
 from itsm_core.core.config import CACHE_DIR
 from itsm_core.core.errors import ItsmError
 from itsm_core.core.io import sha256_file
@@ -148,14 +149,8 @@ def _stat_token(path: Path) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("torch", "transformers", "sentence-transformers", "onnxruntime",
-                 "tokenizers"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
+    return version_strings(("torch", "transformers", "sentence-transformers", "onnxruntime",
+                            "tokenizers"))
 
 
 @dataclass(frozen=True)

@@ -409,9 +409,7 @@ def evaluate_scorer(scorer: Scorer, bench: Benchmark, *, dims: list[int | None] 
     pair_table = bench.test_pairs[["a", "b", "label", "grade", "band", "lexical"]].copy()
     t0 = time.perf_counter()
     for k, dim in enumerate(dims):
-        scores = _masked_scores(scorer, bench, dim)
-        pq = M.retrieval_metrics_per_query(scores, bench.grades)
-        pq.insert(0, "query", bench.query_ids)
+        pq = retrieval_per_query(scorer, bench, dim)
         thr = float(M.best_f1_threshold(
             _pair_scores(scorer, bench.threshold_pairs.dropna(subset=["label"]), dim),
             bench.threshold_pairs["label"].dropna().to_numpy().astype(int)))

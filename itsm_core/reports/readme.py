@@ -266,19 +266,26 @@ def serve_table(bench_dir: str | Path | None = None) -> Table:
     return Table("serve", md, [_rel(found)], [res.get("git_commit") or ""], _date(stamp))
 
 
-def encode_table(bench_dir: str | Path | None = None) -> Table:
-    """The newest ``itsm bench encode`` of each model: every backend's sentences/s,
-    speed-up, cosine and NDCG@10 difference to torch fp32 (validation sub-benchmark)."""
+def _backend_tables(folder: Path) -> dict[str, tuple[Path, dict]]:
+    """The newest ``itsm bench encode`` backend table per model (older files of that name
+    time three backends and carry no table)."""
     import json
 
-    from itsm_core.core.config import RESULTS_DIR
-
-    folder = Path(bench_dir or RESULTS_DIR / "bench")
     newest: dict[str, tuple[Path, dict]] = {}
     for f in sorted(folder.glob("encode_throughput_*.json")):
         res = json.loads(f.read_text(encoding="utf-8"))
-        if "quality_benchmark" in res:  # the backend table (older files time 3 backends)
+        if "quality_benchmark" in res:
             newest[res["model"]] = (f, res)
+    return newest
+
+
+def encode_table(bench_dir: str | Path | None = None) -> Table:
+    """The newest ``itsm bench encode`` of each model: every backend's sentences/s,
+    speed-up, cosine and NDCG@10 difference to torch fp32 (validation sub-benchmark)."""
+    from itsm_core.core.config import RESULTS_DIR
+
+    folder = Path(bench_dir or RESULTS_DIR / "bench")
+    newest = _backend_tables(folder)
     if not newest:
         raise ItsmError("no backend table of `itsm bench encode` yet", where=str(folder),
                         fix="run `itsm bench encode` (and `itsm bench encode --model mpnet`)")
@@ -346,7 +353,10 @@ def store_table(bench_dir: str | Path | None = None) -> Table:
                  _date(stamp))
 
 
-ON_DEMAND = {"store": "store_*.json", "encode": "encode_throughput_*.json"}
+ON_DEMAND: dict[str, Callable[[Path], bool]] = {
+    "store": lambda folder: any(folder.glob("store_*.json")),
+    "encode": lambda folder: bool(_backend_tables(folder)),
+}
 """Tables of benchmarks run by hand, not by the pipeline: re-rendered by default only
 when their result file exists here (else the committed table is kept)."""
 
@@ -414,17 +424,9 @@ def check_readme(readme: str | Path = README, tables_dir: str | Path = TABLES_DI
 
 
 def _renderable(name: str) -> bool:
-    import json
-
     from itsm_core.core.config import RESULTS_DIR
 
-    if name not in ON_DEMAND:
-        return True
-    found = sorted((RESULTS_DIR / "bench").glob(ON_DEMAND[name]))
-    if name == "encode":  # older bench files time three backends and have no table
-        return any("quality_benchmark" in json.loads(f.read_text(encoding="utf-8"))
-                   for f in found)
-    return bool(found)
+    return name not in ON_DEMAND or ON_DEMAND[name](RESULTS_DIR / "bench")
 
 
 def refresh_readme(readme: str | Path = README, tables_dir: str | Path = TABLES_DIR, *,

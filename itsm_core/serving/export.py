@@ -263,15 +263,10 @@ def _pooling_config(path: str | Path | None) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
+    from itsm_core.core.compat import version_strings
 
-    out = {}
-    for dist in ("torch", "onnx", "onnxruntime", "sentence-transformers", "transformers"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return version_strings(("torch", "onnx", "onnxruntime", "sentence-transformers",
+                            "transformers"))
 
 
 def latest_export(models_dir: str | Path | None = None) -> Path | None:

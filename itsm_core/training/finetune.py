@@ -457,8 +457,7 @@ def recipe_key(cfg: TrainConfig, pairs: pd.DataFrame, incidents_path: Path,
     it is written), the training pairs, the incidents file, the base model's files, the
     ``itsm_core`` source and the library versions. Training is seeded, so a finished run
     with the same key is that run again."""
-    from importlib import metadata
-
+    from itsm_core.core.compat import version_strings
     from itsm_core.core.io import source_fingerprint
     from itsm_core.encoders.cache import folder_fingerprint
 
@@ -470,8 +469,9 @@ def recipe_key(cfg: TrainConfig, pairs: pd.DataFrame, incidents_path: Path,
     h.update((folder_fingerprint(base_path) if base_path and Path(base_path).exists()
               else str(cfg.model)).encode())
     h.update(source_fingerprint().encode())
-    for dist in ("torch", "transformers", "sentence-transformers", "peft"):
-        h.update(f"{dist}={metadata.version(dist)}".encode())
+    for dist, version in version_strings(("torch", "transformers", "sentence-transformers",
+                                          "peft")).items():
+        h.update(f"{dist}={version}".encode())
     h.update(str(torch.get_num_threads()).encode())
     return h.hexdigest()
 
