@@ -137,6 +137,11 @@ def latest_rows(board: pd.DataFrame, datasets: list[str] | None = None,
     return board.reset_index(drop=True)
 
 
+LEADERBOARD_TASKS = ("evaluate", "unseen")
+"""Views of ``itsm leaderboard --task``: test evaluations, and fine-tunes on the data set
+they were not trained on."""
+
+
 def leaderboard_view(dataset: str | None = None, include_ablation: bool = False,
                      leaderboard: str | Path | None = None, task: str = "evaluate"
                      ) -> pd.DataFrame:
@@ -149,6 +154,9 @@ def leaderboard_view(dataset: str | None = None, include_ablation: bool = False,
     from itsm_core.core.errors import ItsmError
     from itsm_core.runs.schema import format_with_ci
 
+    if task not in LEADERBOARD_TASKS:
+        raise ItsmError(f"unknown leaderboard task {task!r}", where="--task",
+                        fix=f"use one of {', '.join(LEADERBOARD_TASKS)}")
     board = latest_per_model(read_leaderboard(leaderboard or LEADERBOARD_CSV), task=task,
                              include_ablation=include_ablation)
     if dataset:

@@ -118,3 +118,12 @@ def test_runs_of_the_same_links_file_in_another_folder_line_up(tmp_path):
     assert latest["relevance"].iat[0] == "links:gitbugs_hadoop_links.csv"
     assert relevance_key("labels:category,subcategory") == "labels:category,subcategory"
     assert relevance_key(float("nan")) == ""
+
+
+def test_unknown_leaderboard_task_is_a_clear_error(tmp_path):
+    from itsm_core.core.errors import ItsmError
+    from itsm_core.runs.store import leaderboard_view
+
+    with pytest.raises(ItsmError, match="unknown leaderboard task") as err:
+        leaderboard_view(leaderboard=tmp_path / "none.csv", task="bogus")
+    assert "unseen" in err.value.fix
