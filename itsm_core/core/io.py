@@ -203,3 +203,21 @@ def source_fingerprint(package_dir: str | Path | None = None) -> str:
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def scratch_cwd() -> Iterator[Path]:
+    """Run a block inside a throw-away working directory, then return and delete it.
+
+    Some library tools write scratch files into the current directory (onnxruntime's
+    symbolic shape inference saves ``sym_shape_infer_temp.onnx`` plus a data file of the
+    whole model there when it gives up); inside this block they land in a temporary folder
+    instead of the user's checkout. Paths handed to the block must be absolute.
+    """
+    before = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="itsm-scratch-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(before)

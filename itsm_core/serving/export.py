@@ -163,10 +163,10 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoTokenizer
 
-    from itsm_core.core.io import new_run_dir
+    from itsm_core.core.io import new_run_dir, scratch_cwd
     from itsm_core.encoders.registry import load_sentence_transformer
 
-    out = new_run_dir(out)
+    out = new_run_dir(out).resolve()
     model, spec = load_sentence_transformer(model_spec)
     max_len = int(max_seq_length or spec.max_seq_length or model.max_seq_length or 256)
     model.max_seq_length = max_len
@@ -204,9 +204,10 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
         from onnxruntime.transformers.optimizer import optimize_model
 
         cfg = model[0].auto_model.config
-        fused = optimize_model(str(fp32_path), model_type="bert",
-                               num_heads=int(cfg.num_attention_heads),
-                               hidden_size=int(cfg.hidden_size))
+        with scratch_cwd():  # its shape inference may leave scratch files in the cwd
+            fused = optimize_model(str(fp32_path), model_type="bert",
+                                   num_heads=int(cfg.num_attention_heads),
+                                   hidden_size=int(cfg.hidden_size))
         fused.save_model_to_file(str(fp32_path))
     export_s = time.perf_counter() - t0
     excluded = matching_nodes(fp32_path, patterns)
@@ -216,10 +217,11 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
                         fix="check the patterns against the node names (onnx.load(...)."
                         "graph.node) or pass an empty list to quantize every MatMul")
     t0 = time.perf_counter()
-    quantize_dynamic(str(fp32_path), str(int8_path), per_channel=True,
-                     weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                     op_types_to_quantize=["MatMul", "Gemm", "Attention"],
-                     extra_options={"DefaultTensorType": 1})  # FLOAT for fused ops
+    with scratch_cwd():
+        quantize_dynamic(str(fp32_path), str(int8_path), per_channel=True,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                         op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+                         extra_options={"DefaultTensorType": 1})  # FLOAT for fused ops
     quant_s = time.perf_counter() - t0
     pooling = _pooling_config(spec.path)
     export_spec = replace(spec, key=name or f"{spec.key}.onnx", max_seq_length=max_len,
@@ -410,17 +412,22 @@ def candidate_graphs(export_dir: str | Path, folder: str | Path,
     Returns:
         Backend name -> ONNX file.
     """
+    from itsm_core.core.io import scratch_cwd
+
     meta = read_export_meta(export_dir)
-    folder = Path(folder)
-    found = {"onnx int8 static": quantize_static_int8(export_dir, folder / "static.onnx",
-                                                      calibration_texts),
-             "onnx int8 + int8 embeddings": quantize_embeddings_too(
-                 export_dir, folder / "gather.onnx")}
+    export_dir, folder = Path(export_dir).resolve(), Path(folder).resolve()
     src = meta["source"].get("path")
-    if meta["source"].get("model_type") == "bert" and src and Path(src).exists():
-        fused = export_onnx(src, folder / "fused", max_seq_length=int(meta["max_seq_length"]),
-                            fp32_nodes=meta["quantization"]["fp32_patterns"], optimize=True)
-        found["onnx int8 fused"] = fused / ONNX_FILES["int8"]
+    with scratch_cwd():  # onnxruntime's shape inference leaves scratch files in the cwd
+        found = {"onnx int8 static": quantize_static_int8(export_dir, folder / "static.onnx",
+                                                          calibration_texts),
+                 "onnx int8 + int8 embeddings": quantize_embeddings_too(
+                     export_dir, folder / "gather.onnx")}
+        if meta["source"].get("model_type") == "bert" and src and Path(src).exists():
+            fused = export_onnx(src, folder / "fused",
+                                max_seq_length=int(meta["max_seq_length"]),
+                                fp32_nodes=meta["quantization"]["fp32_patterns"],
+                                optimize=True)
+            found["onnx int8 fused"] = fused / ONNX_FILES["int8"]
     return found
 
 
