@@ -95,6 +95,14 @@ TRAIN = notebook([
     ("code", "reports.train_summary(result.meta)"),
     ("md", "## Loss and validation curves"),
     ("code", "plots.training_curves(*train.history_frames(result.meta), title=model);"),
+    ("md", "## WiSE-FT: how much of the fine-tune to keep (validation only)\n\n"
+     "The saved model is base + α·(fine-tune − base). α is chosen on two VALIDATION "
+     "signals: the target data set's validation NDCG@10, and retrieval on the other data "
+     "set's train + validation queries, which may not fall more than the tolerance below "
+     "the zero-shot base. No test split is looked at."),
+    ("code", "wise = reports.wise_ft_table(result.meta)\nprint(wise.attrs.get('reason', ''))\n"
+             "wise"),
+    ("code", "plots.wise_ft_tradeoff(result.meta.get('wise_ft'), title=model);"),
     ("md", "## Held-out test: the fine-tune beside its baselines (value [95 % CI])"),
     ("code", "reports.versus_baselines(result.test_record)"),
     ("md", "### Paired difference to each baseline on the same test queries (95 % CI)"),

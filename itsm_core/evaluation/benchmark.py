@@ -484,6 +484,52 @@ def validation_benchmark(bench: Benchmark) -> Benchmark:
                         "share) or hybrid:<model>@rrf") from exc
 
 
+def decision_benchmark(incidents: str | Path, splits: tuple[str, ...] = ("train", "validation")
+                       ) -> Benchmark:
+    """A retrieval benchmark for CHOICES about a model that was not trained on this data set
+    (the unseen-duplicate signal of a recipe choice): the queries of every split in
+    ``splits`` together, never the test split, no bootstrap.
+
+    Links data sets (corpus ``all``) take the queries of all the given splits against the
+    whole corpus; label data sets (corpus = the query split) take the validation split, the
+    one non-test split small enough to search leave-one-out.
+
+    Args:
+        incidents: a processed incidents file with a ``split`` column.
+        splits: the non-test splits whose queries are pooled.
+
+    Returns:
+        The :class:`Benchmark` (pair sets those of the first split; only its retrieval
+        part is meant to be used).
+    """
+    if "test" in splits:
+        raise ItsmError("a decision benchmark never uses the test split", where=str(splits),
+                        fix="pool train and/or validation queries")
+    parts = []
+    for split in splits:
+        try:
+            parts.append(build_benchmark(incidents, config=BenchmarkConfig(
+                query_split=split, threshold_split="validation", n_resamples=0)))
+        except ItsmError:  # a split without links (or incidents) adds no queries
+            continue
+    if not parts:
+        raise ItsmError(f"no queries in the splits {list(splits)}", where=str(incidents),
+                        fix="the data set needs train or validation links / incidents")
+    first = parts[0]
+    if first.mode == "labels" or any(p.corpus_ids != first.corpus_ids for p in parts):
+        return next((p for p in parts if p.config.query_split == "validation"), first)
+    seen: set[str] = set()
+    rows, ids = [], []
+    for part in parts:
+        for i, q in enumerate(part.query_ids):
+            if q not in seen:  # a query linked in two splits has one row (all links grade)
+                seen.add(q)
+                ids.append(q)
+                rows.append(part.grades[i])
+    return replace(first, query_ids=ids, grades=np.vstack(rows),
+                   notes=[*first.notes, f"queries of the {'+'.join(splits)} splits"])
+
+
 def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
                    leaderboard: str | Path | None = LEADERBOARD_CSV,
                    scorer: Scorer | None = None, task: str = "evaluate",

@@ -119,6 +119,32 @@ def training_curves(loss: pd.DataFrame, val: pd.DataFrame, title: str = "") -> p
     return fig
 
 
+def wise_ft_tradeoff(wise: dict | None, title: str = "") -> plt.Figure:
+    """WiSE-FT trade-off: target validation NDCG@10 against unseen-duplicate retrieval for
+    each mixing weight α (0 = zero-shot base, 1 = the fine-tune), the chosen α ringed, the
+    forgetting bound (base − tolerance) dashed. Both axes are VALIDATION signals."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if not wise or not wise.get("rows"):
+        ax.text(0.5, 0.5, "no WiSE-FT sweep in this run", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    rows = pd.DataFrame(wise["rows"]).sort_values("alpha")
+    ax.plot(rows["unseen"], rows["target"], marker="o", color="#3b75af")
+    for a, x, y in zip(rows["alpha"], rows["unseen"], rows["target"]):
+        ax.annotate(f"α={a:g}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    chosen = rows[rows["alpha"] == wise["alpha"]]
+    ax.scatter(chosen["unseen"], chosen["target"], s=180, facecolors="none",
+               edgecolors="#d62728", linewidths=2, label=f"chosen α = {wise['alpha']:g}")
+    base = rows[rows["alpha"] == 0.0]["unseen"].iat[0]
+    ax.axvline(base - wise["tolerance"], color="grey", ls="--", lw=1,
+               label=f"base − {wise['tolerance']:g} (forgetting bound)")
+    ax.set(xlabel=wise["unseen_metric"], ylabel=wise["target_metric"],
+           title=title or "WiSE-FT: target gain vs what is forgotten (validation)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def ablation_bars(table: pd.DataFrame, metric: str = "ndcg@10", title: str = "") -> plt.Figure:
     """Validation and test ``metric`` per recipe variant, with test CIs."""
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.5))

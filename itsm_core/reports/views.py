@@ -106,6 +106,22 @@ def forgetting(result: Any) -> pd.DataFrame:
     return table
 
 
+def wise_ft_table(meta: dict[str, Any]) -> pd.DataFrame:
+    """A run's WiSE-FT sweep: per mixing weight α the target and unseen VALIDATION scores,
+    whether it stays within the forgetting bound and which α was kept (with the reason)."""
+    wise = meta.get("wise_ft")
+    if not wise:
+        return pd.DataFrame({"note": ["no WiSE-FT sweep in this run (TrainConfig.wise_ft is "
+                                      "None, no unseen data set is built, or an unmerged "
+                                      "LoRA adapter)"]})
+    rows = pd.DataFrame(wise["rows"]).rename(columns={"target": wise["target_metric"],
+                                                      "unseen": wise["unseen_metric"]})
+    rows["within bound"] = rows["alpha"].isin(wise["feasible"])
+    rows["kept"] = rows["alpha"] == wise["alpha"]
+    rows.attrs["reason"] = wise["reason"]
+    return rows.set_index("alpha")
+
+
 def train_summary(meta: dict[str, Any]) -> pd.DataFrame:
     """The real hyper-parameters and outcome of a training run, as a two-column table."""
     cfg = meta.get("train_config", {})
@@ -127,6 +143,7 @@ def train_summary(meta: dict[str, Any]) -> pd.DataFrame:
             "validation_ndcg@10"),
         "validation NDCG@10 best": meta.get("best_validation_ndcg@10"),
         "best checkpoint": meta.get("best_checkpoint"),
+        "WiSE-FT α kept": (meta.get("wise_ft") or {}).get("alpha", "–"),
         "git commit": meta.get("git_commit"),
     }
     if meta.get("reused"):  # `make pipeline` again: the finished run of the same recipe

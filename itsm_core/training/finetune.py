@@ -101,6 +101,13 @@ class TrainConfig:
     run was not trained on, to measure what it forgets: ``auto`` = the other bundled data
     set (gitbugs_hadoop for it_tickets and every other data set, it_tickets for
     gitbugs_hadoop) when it is built; None = skip."""
+    wise_ft: tuple[float, ...] | None = (0.0, 0.25, 0.5, 0.75, 1.0)
+    """WiSE-FT mixing weights tried after training (:mod:`itsm_core.training.wiseft`): the
+    saved model is ``base + α·(tune − base)`` with α chosen on the target's validation
+    NDCG@10 and the unseen data set's train + validation retrieval (needs a merged or full
+    fine-tune and a built unseen data set); None = keep the tune as trained."""
+    forget_tolerance: float = 0.01
+    """How far the unseen score may fall below the base model's for an α to be chosen."""
     extra: dict[str, Any] = field(default_factory=dict)
     reuse: bool = field(default_factory=reuse_runs)
     """Return the finished run of an identical recipe instead of training again (see
@@ -216,6 +223,7 @@ def validation_evaluator(bench, spec, name: str = "validation"):
         def __init__(self):
             super().__init__()
             self.name = name
+            self.bench = bench
             self.primary_metric = "ndcg@10"
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
@@ -495,6 +503,50 @@ def unseen_dataset(cfg: TrainConfig) -> str | None:
     return name if path.exists() else None
 
 
+def choose_wise_ft(cfg: TrainConfig, spec, tuned, target_bench, other: str):  # noqa: ANN001
+    """Sweep WiSE-FT mixing weights of ``tuned`` (merged / full fine-tune of ``cfg.model``)
+    and choose one on the two validation signals (:func:`itsm_core.training.wiseft.choose_alpha`).
+
+    Args:
+        cfg: the run's config (``wise_ft`` weights, ``forget_tolerance``).
+        spec: the base model's registry spec; tuned: the fine-tuned model.
+        target_bench: the training data set's VALIDATION benchmark (checkpoint selection's).
+        other: the unseen data set; its train + validation queries decide, never its test.
+
+    Returns:
+        ``(choice, model)``: the :class:`~itsm_core.training.wiseft.WiseChoice` and the model
+        at the chosen α (``tuned`` itself at α = 1).
+    """
+    from itsm_core.data.datasets import processed_path
+    from itsm_core.encoders.registry import load_sentence_transformer
+    from itsm_core.encoders.scorers import DenseScorer
+    from itsm_core.evaluation.benchmark import decision_benchmark, retrieval_per_query
+    from itsm_core.training import wiseft
+
+    unseen_bench = decision_benchmark(processed_path(other))
+    unseen_metric = "mrr@10" if unseen_bench.mode == "links" else "ndcg@10"
+    base, _ = load_sentence_transformer(cfg.model)
+    base.max_seq_length = tuned.max_seq_length  # both sides at the tune's token limit
+
+    def score(model) -> dict[str, float]:  # noqa: ANN001
+        scorer = DenseScorer(spec, model=model, show_progress=False)
+        target = retrieval_per_query(scorer, target_bench)
+        unseen = retrieval_per_query(scorer, unseen_bench)
+        return {"target": float(target["ndcg@10"].mean()),
+                "unseen": float(unseen[unseen_metric].mean()),
+                "unseen_ndcg@10": float(unseen["ndcg@10"].mean())}
+
+    rows = wiseft.sweep(base, tuned, cfg.wise_ft or (), score)
+    choice = wiseft.choose_alpha(rows, target_metric=f"{cfg.dataset} validation ndcg@10",
+                                 unseen_metric=f"{other} train+validation {unseen_metric}",
+                                 tolerance=cfg.forget_tolerance, unseen_dataset=other)
+    logger.warning("WiSE-FT: %s", choice.reason)
+    if choice.alpha == 1.0:
+        return choice, tuned
+    return choice, (base if choice.alpha == 0.0
+                    else wiseft.interpolated_model(base, tuned, choice.alpha))
+
+
 def finished_run(key: str) -> TrainResult | None:
     """The newest complete run under ``models/`` trained from recipe ``key``, or None."""
     from itsm_core.runs.store import latest_matching
@@ -640,6 +692,10 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         model.save_pretrained(str(adapter_dir))
         if cfg.merge:
             model = merge_adapter(cfg.model, adapter_dir, cfg.max_seq_length)
+    wise = None
+    other = unseen_dataset(cfg)
+    if cfg.wise_ft and other and (cfg.mode == "full" or cfg.merge):
+        wise, model = choose_wise_ft(cfg, spec, model, evaluator.bench, other)
     model.save_pretrained(str(model_dir))
     run_name = cfg.name or f"{spec.key}-ft" + ("" if cfg.mode == "lora" else "-full")
     n_pairs = len(train_ds)
@@ -669,6 +725,7 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_validation_ndcg@10": trainer.state.best_metric,
         "base_validation": base_val,
+        "wise_ft": wise.to_dict() if wise else None,
         "log_history": trainer.state.log_history,
     }
     atomic_write_json(model_dir / MODEL_META_FILE, {"name": run_name, "spec": meta["spec"]})
@@ -683,8 +740,8 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         # the run's test result beside the model, with the keys of `itsm evaluate`
         atomic_write_json(run_dir / "test_metrics.json", record)
     unseen = None
-    other = unseen_dataset(cfg) if cfg.evaluate_test else None
-    if other:  # reported, never used for a choice: what the fine-tune forgets elsewhere
+    # reported, never used for a choice: what the fine-tune forgets elsewhere
+    if other and cfg.evaluate_test:
         from itsm_core.data.datasets import processed_path
 
         unseen = evaluate_model(str(model_dir), build_benchmark(processed_path(other)),

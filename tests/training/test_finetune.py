@@ -245,6 +245,10 @@ def test_every_fine_tune_is_also_judged_on_a_data_set_it_did_not_train_on(
     assert res.unseen_record["task"] == "unseen" and res.unseen_record["split"] == "test"
     assert (res.unseen_dir / "per_query.csv").exists()
     assert res.meta["unseen"]["dataset"] == "tinyother"
+    wise = res.meta["wise_ft"]  # the mixing weight chosen on validation signals only
+    assert [r["alpha"] for r in wise["rows"]] == list(cfg.wise_ft)
+    assert wise["alpha"] in wise["feasible"] and 0.0 in wise["feasible"]
+    assert "tinyother train+validation" in wise["unseen_metric"]
     board = read_leaderboard(isolated_results.leaderboard)
     assert (board["task"] == "unseen").sum() == 1
     table = forgetting(res)
