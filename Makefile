@@ -95,10 +95,11 @@ index: env  ## bundled search index over it_tickets (newest export) + latency be
 	$(ITSM) bench serve   # POST /similar over HTTP vs the in-process search, 1 and 8 clients
 	$(ITSM) report export
 
-report: env
-	$(ITSM) report evaluate
+report: env  ## diagnose first: the evaluate_v2 report's tiers need its verdicts
 	$(ITSM) report diagnose
+	$(ITSM) report evaluate
 	$(ITSM) leaderboard --markdown | tee reports/leaderboard.md
+	$(ITSM) leaderboard --tiers   # the seed's success tiers (test pairs + adversarial diagnostic)
 
 PIPELINE_STAGES := data benchmark pairs train export index report
 

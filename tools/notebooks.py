@@ -66,6 +66,12 @@ EVALUATE = notebook([
              "    cats = reports.run_json(board, ds, 'per_category')\n"
              "    if cats:\n"
              "        plots.by_category(cats, title=ds)"),
+    ("md", "## The seed's success tiers, honestly computed\n\n"
+     "Spearman, ROC-AUC and F1 of the TEST pair set (labels from the data, threshold from "
+     "validation) and the adversarial diagnostic of the same model. Spearman correlates a "
+     "pair's score with its graded relevance; the grades take only a few values, so the "
+     "`spearman ceiling` column is the best any model can reach."),
+    ("code", "reports.seed_tiers(leaderboard or reports.LEADERBOARD_CSV)"),
     ("md", "## Benchmark definition of each run"),
     ("code", "reports.benchmark_table(board)"),
 ], params="# papermill parameters\n"

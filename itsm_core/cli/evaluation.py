@@ -115,11 +115,18 @@ def leaderboard_cmd(
     task: Annotated[str, typer.Option(
         help="evaluate, or unseen (fine-tunes on the data set they did not train on)")] =
     "evaluate",
+    tiers: Annotated[bool, typer.Option(
+        help="the seed's success tiers per model (test pairs + adversarial diagnostic)")] =
+    False,
 ) -> None:
-    """Show the latest evaluation per model with 95% CIs."""
+    """Show the latest evaluation per model with 95% CIs (or, --tiers, the seed's tiers)."""
+    from itsm_core.reports.views import seed_tiers
     from itsm_core.runs.store import leaderboard_view
 
-    table = leaderboard_view(dataset, include_ablation=all_runs, task=task)
+    table = (seed_tiers() if tiers
+             else leaderboard_view(dataset, include_ablation=all_runs, task=task))
+    if tiers and dataset:
+        table = table[table["dataset"] == dataset]
     if markdown:
         sys.stdout.write(table.to_markdown(index=False) + "\n")
         return

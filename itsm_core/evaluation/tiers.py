@@ -96,12 +96,15 @@ def model_tier(metrics: dict[str, Any], *, model: str, dataset: str,
     """
     point = {m: float(metrics.get(m, float("nan"))) for m in ("spearman", "roc_auc", "f1")}
     low = {m: float(metrics.get(f"{m}_ci_low", float("nan"))) for m in point}
-    passed = None if diagnostic is None else diagnostic.get("verdict") == "pass"
-    robust_pass = None if diagnostic is None else (
-        float(diagnostic.get("roc_auc_ci_low", float("nan"))) >= 0.70
-        and float(diagnostic.get("f1", float("nan"))) >= 0.70)
-    checks = {**point, "diagnostic": ("not run" if diagnostic is None
-                                      else str(diagnostic.get("verdict"))),
+    from itsm_core.evaluation.diagnostic import verdict
+
+    found = None if diagnostic is None else (diagnostic.get("verdict") or verdict(
+        float(diagnostic["roc_auc"]), float(diagnostic["f1"])))
+    passed = None if diagnostic is None else found == "pass"
+    robust_pass = None if diagnostic is None else verdict(
+        float(diagnostic.get("roc_auc_ci_low", float("nan"))),
+        float(diagnostic.get("f1", float("nan")))) == "pass"
+    checks = {**point, "diagnostic": "not run" if diagnostic is None else str(found),
               "ensemble + distillation": ensemble_distill}
     return TierResult(model=model, dataset=dataset,
                       tier=_tier(point, passed, ensemble_distill),

@@ -183,6 +183,29 @@ def diagnose_table(dataset: str = "it_tickets", leaderboard: str | Path = LEADER
                  _date(board["timestamp"].astype(str).max() if len(board) else None))
 
 
+def tiers_table(leaderboard: str | Path = LEADERBOARD_CSV) -> Table:
+    """The seed's success tiers per model (:mod:`itsm_core.evaluation.tiers`): test pair set
+    Spearman / ROC-AUC / F1 and the adversarial diagnostic, with each data set's Spearman
+    ceiling (the best any ordering reaches against its coarse grades)."""
+    from itsm_core.evaluation.tiers import TIERS
+    from itsm_core.reports.views import seed_tiers
+
+    table = seed_tiers(leaderboard)
+    used = table.attrs["rows"]
+    for col in ("spearman", "roc_auc", "f1", "spearman ceiling"):
+        table[col] = table[col].map(lambda v: _fmt(v) if pd.notna(v) else "–")
+    bars = "; ".join(f"{name}: " + ", ".join(f"{m} > {b:g}" for m, b in tiers.items())
+                     for name, tiers in TIERS)
+    note = (f"\n\nBars ({bars}); minimum viable also needs the adversarial diagnostic "
+            "passed, stretch an ensemble and a distilled student evaluated. A tier counts "
+            "only with every lower one; the CI column makes each check on the bootstrap "
+            "lower bound.")
+    commits, _ = _commits_dates(used)
+    return Table("tiers", table.sort_values(["dataset", "model"]).to_markdown(index=False)
+                 + note, [_rel(leaderboard), "pairs.csv of each data set's runs"], commits,
+                 _date(used["timestamp"].astype(str).max()))
+
+
 def export_table(export_dir: str | Path | None = None) -> Table:
     """The pipeline's INT8 export measured against torch fp32 (speed, agreement, NDCG@10)."""
     from itsm_core.encoders.onnx import EXPORT_REPORT_FILE, read_export_meta
@@ -365,6 +388,7 @@ TABLES: dict[str, Callable[[], Table]] = {
     "leaderboard": leaderboard_table,
     "paired": paired_table,
     "diagnose": diagnose_table,
+    "tiers": tiers_table,
     "export": export_table,
     "index": index_table,
     "timing": timing_table,

@@ -106,6 +106,33 @@ def forgetting(result: Any) -> pd.DataFrame:
     return table
 
 
+def seed_tiers(leaderboard: str | Path = LEADERBOARD_CSV) -> pd.DataFrame:
+    """The seed's success tiers of every model with a test evaluation
+    (:func:`itsm_core.evaluation.tiers.tier_table`: test pair set Spearman / ROC-AUC / F1 and
+    the adversarial diagnostic), plus each data set's Spearman ceiling from its test pairs.
+    ``attrs["rows"]`` holds the leaderboard rows used."""
+    from itsm_core.evaluation.tiers import spearman_ceiling, tier_table
+    from itsm_core.runs.store import latest_per_model
+
+    full = read_leaderboard(leaderboard)
+    evals = latest_per_model(full)
+    evals = evals[evals["split"] == "test"]
+    if evals.empty:
+        raise ItsmError("no test-split evaluations on the leaderboard", where=str(leaderboard),
+                        fix="run `make pipeline` (or `itsm evaluate`) first")
+    used = pd.concat([evals, latest_per_model(full, task="diagnose")])
+    table = tier_table(used)
+    ceilings = {}
+    for ds, runs in evals.groupby("dataset"):
+        pairs = Path(str(runs["run_dir"].iat[0])) / "pairs.csv"
+        if pairs.exists():
+            ceilings[ds] = spearman_ceiling(pd.read_csv(pairs)["grade"].to_numpy())
+    table["spearman ceiling"] = table["dataset"].map(ceilings)
+    table = table.sort_values(["dataset", "model"]).reset_index(drop=True)
+    table.attrs["rows"] = used
+    return table
+
+
 def wise_ft_table(meta: dict[str, Any]) -> pd.DataFrame:
     """A run's WiSE-FT sweep: per mixing weight α the target and unseen VALIDATION scores,
     whether it stays within the forgetting bound and which α was kept (with the reason)."""

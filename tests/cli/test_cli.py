@@ -132,6 +132,9 @@ def test_leaderboard_after_runs(runner, tiny_incidents: Path, tmp_path: Path,
     assert "tiny_incidents" in result.output
     _assert_clean_failure(_invoke(runner, "leaderboard", "--dataset", "nope"),
                           "leaderboard is empty")
+    tiers = _invoke(runner, "leaderboard", "--tiers")
+    assert tiers.exit_code == 0, tiers.output
+    assert "not run" in tiers.output and "spearman ceiling" in tiers.output
 
 
 def test_benchmark_and_data_build_never_use_the_project_folders(runner,

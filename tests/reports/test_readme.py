@@ -175,3 +175,30 @@ def test_encode_table_shows_the_newest_backend_table_per_model(tmp_path):
     assert "-0.0020 [-0.0120, +0.0080]" in table.markdown
     with pytest.raises(ItsmError, match="bench encode"):
         rt.encode_table(tmp_path / "none")
+
+
+def test_tiers_table_tiers_every_model_with_its_diagnostic_and_the_ceiling(tmp_path):
+    path = tmp_path / "leaderboard.csv"
+    pairs = pd.DataFrame({"a": ["x"] * 6, "b": ["y"] * 6, "grade": [0, 0, 1, 1, 2, 2],
+                          "label": [0, 0, None, None, 1, 1], "score": np.linspace(0, 1, 6)})
+    for model, (sp, roc, f1), diag in (("tfidf", (0.3, 0.7, 0.6), (0.1, 0.6)),
+                                       ("minilm-ft", (0.6, 0.84, 0.7), (0.75, 0.72))):
+        bench = {"dataset": "it_tickets", "split": "test", "relevance": "labels"}
+        metrics = {"spearman": sp, "spearman_ci": [sp - 0.02, sp + 0.02], "roc_auc": roc,
+                   "roc_auc_ci": [roc - 0.02, roc + 0.02], "f1": f1, "f1_ci": [f1 - .02, f1]}
+        write_run(tmp_path / f"run_{model}", make_record(
+            task="evaluate", model=model, model_kind="dense", benchmark=bench,
+            metrics=metrics), {"per_query": pd.DataFrame({"query": ["q"], "ndcg@10": [.5]}),
+                               "pairs": pairs}, leaderboard=path)
+        roc_d, f1_d = diag
+        write_run(tmp_path / f"diag_{model}", make_record(
+            task="diagnose", model=model, model_kind="dense", benchmark=bench,
+            metrics={"roc_auc": roc_d, "roc_auc_ci": [roc_d - 0.05, roc_d + 0.05],
+                     "f1": f1_d}), {}, leaderboard=path)
+    md = rt.tiers_table(path).markdown
+    rows = {line.split("|")[2].strip(): line for line in md.splitlines()[2:] if "|" in line}
+    assert "| minimum viable |" in rows["minilm-ft"] and "| pass " in rows["minilm-ft"]
+    assert "| none " in rows["tfidf"] and "| fail " in rows["tfidf"]
+    # the tier by CI lower bounds fails: ROC-AUC 0.82 is not above the 0.82 bar
+    assert rows["minilm-ft"].count("minimum viable") == 1
+    assert "0.9" in rows["tfidf"].split("|")[-2]  # 3 grades of 2 pairs: ceiling ~0.95
