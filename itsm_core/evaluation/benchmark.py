@@ -484,8 +484,8 @@ def validation_benchmark(bench: Benchmark) -> Benchmark:
                         "share) or hybrid:<model>@rrf") from exc
 
 
-def decision_benchmark(incidents: str | Path, splits: tuple[str, ...] = ("train", "validation")
-                       ) -> Benchmark:
+def decision_benchmark(incidents: str | Path, splits: tuple[str, ...] = ("train", "validation"),
+                       *, links: str | Path | None = None) -> Benchmark:
     """A retrieval benchmark for CHOICES about a model that was not trained on this data set
     (the unseen-duplicate signal of a recipe choice): the queries of every split in
     ``splits`` together, never the test split, no bootstrap.
@@ -497,6 +497,7 @@ def decision_benchmark(incidents: str | Path, splits: tuple[str, ...] = ("train"
     Args:
         incidents: a processed incidents file with a ``split`` column.
         splits: the non-test splits whose queries are pooled.
+        links: a duplicate-link CSV (default: the data set's sidecar decides).
 
     Returns:
         The :class:`Benchmark` (pair sets those of the first split; only its retrieval
@@ -508,7 +509,7 @@ def decision_benchmark(incidents: str | Path, splits: tuple[str, ...] = ("train"
     parts = []
     for split in splits:
         try:
-            parts.append(build_benchmark(incidents, config=BenchmarkConfig(
+            parts.append(build_benchmark(incidents, links=links, config=BenchmarkConfig(
                 query_split=split, threshold_split="validation", n_resamples=0)))
         except ItsmError:  # a split without links (or incidents) adds no queries
             continue

@@ -293,3 +293,20 @@ def test_minilm_retrieval_matches_sentence_transformers(tiny_incidents: Path) ->
     for metric in ("mrr@10", "ndcg@10"):
         st_mean = np.mean([st[f"cosine_{metric}"] for st in st_rows[64]])
         assert res.per_dim["64"][metric] == pytest.approx(st_mean, abs=1e-4)
+
+
+def test_decision_benchmark_pools_train_and_validation_queries_never_test(
+        tiny_incidents: Path, tiny_links: Path) -> None:
+    from itsm_core.evaluation.benchmark import decision_benchmark
+
+    b = decision_benchmark(tiny_incidents, links=tiny_links)
+    train = build_benchmark(tiny_incidents, links=tiny_links, config=_cfg(query_split="train"))
+    val = build_benchmark(tiny_incidents, links=tiny_links,
+                          config=_cfg(query_split="validation"))
+    assert set(b.query_ids) == set(train.query_ids) | set(val.query_ids)
+    assert len(b.query_ids) == len(set(b.query_ids)) == b.grades.shape[0]
+    assert b.corpus_ids == train.corpus_ids
+    with pytest.raises(ItsmError, match="never uses the test split"):
+        decision_benchmark(tiny_incidents, splits=("train", "test"), links=tiny_links)
+    labels = decision_benchmark(tiny_incidents)  # label data: its validation split
+    assert labels.mode == "labels" and labels.config.query_split == "validation"
