@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
@@ -109,3 +110,13 @@ def check(versions: Mapping[str, Version] | None = None) -> None:
     found = problems(versions)
     if found:
         raise ItsmError("; ".join(found), where="installed libraries", fix=FIX)
+
+
+def cpu_has(*flags: str) -> bool:
+    """True when the CPU (``/proc/cpuinfo``) advertises any of ``flags`` (False elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    found = set(text.split())
+    return any(f in found for f in flags)

@@ -100,11 +100,9 @@ def max_cache_bytes() -> int:
 def bf16_supported() -> bool:
     """True on CPUs with native bf16 arithmetic (AVX-512 BF16 or AMX), where torch's bf16
     autocast is fast; elsewhere it is emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    from itsm_core.core.compat import cpu_has
+
+    return cpu_has("avx512_bf16", "amx_bf16")
 
 
 def precision() -> str:

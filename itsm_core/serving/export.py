@@ -135,6 +135,21 @@ class _EmbeddingGraph:
         return Wrapped().eval()
 
 
+def int8_reduce_range() -> bool:
+    """7-bit INT8 weights (``reduce_range``) on CPUs without VNNI.
+
+    Without VNNI, ONNX Runtime's u8·s8 kernels add pairs of products in saturating 16-bit
+    registers; with full 8-bit per-channel weights the sums overflow. Measured on an AMD
+    EPYC with AVX2 only (2026-12-02): the tiny test model's INT8 cosine to torch fell to
+    0.79 with 8-bit weights and was back above 0.98 with ``reduce_range``. On VNNI CPUs the
+    full 8 bits are kept. Recorded in ``export_meta.json`` (``quantization.reduce_range``);
+    an export built on a VNNI machine and served on an AVX2-only one should be rebuilt there.
+    """
+    from itsm_core.core.compat import cpu_has
+
+    return not cpu_has("avx512_vnni", "avx_vnni", "amx_int8")
+
+
 def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
                 max_seq_length: int | None = None,
                 fp32_nodes: Sequence[str] | None = None,
@@ -219,6 +234,7 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
     t0 = time.perf_counter()
     with scratch_cwd():
         quantize_dynamic(str(fp32_path), str(int8_path), per_channel=True,
+                         reduce_range=int8_reduce_range(),
                          weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                          op_types_to_quantize=["MatMul", "Gemm", "Attention"],
                          extra_options={"DefaultTensorType": 1})  # FLOAT for fused ops
@@ -245,7 +261,8 @@ def export_onnx(model_spec: str | ModelSpec, out: str | Path, *,
         "quantization": {"method": "onnxruntime.quantization.quantize_dynamic",
                          "per_channel": True, "weight_type": "QInt8",
                          "fp32_patterns": list(patterns), "fp32_nodes": excluded,
-                         "graph_optimized": optimize},
+                         "graph_optimized": optimize,
+                         "reduce_range": int8_reduce_range()},
         "opset": OPSET, "export_seconds": round(export_s, 2),
         "quantize_seconds": round(quant_s, 2),
         "versions": _versions(),
@@ -396,6 +413,7 @@ def quantize_embeddings_too(export_dir: str | Path, out: str | Path) -> Path:
         raise ItsmError("the file exists already", where=str(out), fix="choose a new name")
     quantize_dynamic(str(Path(export_dir) / meta["files"]["fp32"]), str(out),
                      per_channel=True, weight_type=QuantType.QInt8,
+                     reduce_range=bool(meta["quantization"].get("reduce_range", False)),
                      nodes_to_exclude=list(meta["quantization"]["fp32_nodes"]),
                      op_types_to_quantize=["MatMul", "Gemm", "Attention", "Gather"],
                      extra_options={"DefaultTensorType": 1})
@@ -663,6 +681,7 @@ def pattern_agreement(export_dir: str | Path, candidates: dict[str, Sequence[str
             nodes = matching_nodes(fp32.onnx_path, patterns)
             target = Path(tmp) / f"{len(rows)}.onnx"
             quantize_dynamic(str(fp32.onnx_path), str(target), per_channel=True,
+                             reduce_range=int8_reduce_range(),
                              weight_type=QuantType.QInt8, nodes_to_exclude=nodes,
                              op_types_to_quantize=["MatMul", "Gemm"])
             enc = load_export(export_dir, "fp32", threads=threads)
@@ -741,7 +760,8 @@ def export_key(src: str, max_seq_length: int | None, fp32_nodes: str | None,
     return hashlib.sha256(json.dumps(
         {"weights": weights, "max_seq_length": max_seq_length, "fp32_nodes": fp32_nodes,
          "optimize": optimize, "opset": OPSET, "versions": _versions(),
-         "code": source_fingerprint()}, sort_keys=True).encode()).hexdigest()
+         "reduce_range": int8_reduce_range(), "code": source_fingerprint()},
+        sort_keys=True).encode()).hexdigest()
 
 
 def export_or_reuse(src: str, out: str | Path | None = None, *,

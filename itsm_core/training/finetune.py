@@ -265,8 +265,10 @@ def merge_adapter(base: str, adapter_dir: str | Path, max_seq_length: int | None
 
     model, _ = load_sentence_transformer(base)
     module = model[0]
-    module.auto_model = PeftModel.from_pretrained(module.auto_model,
-                                                  str(adapter_dir)).merge_and_unload()
+    merged = PeftModel.from_pretrained(module.auto_model, str(adapter_dir)).merge_and_unload()
+    # sentence-transformers 5 keeps the network in ``model`` (``auto_model`` is a read-only
+    # alias): assigning ``auto_model`` would register the network a second time
+    module.model = merged
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model

@@ -283,3 +283,14 @@ def test_identical_export_is_reused_not_redone(tiny_model, isolated_results):
     meta = json.loads((first / EXPORT_META_FILE).read_text())
     assert meta["export_key"] == json.loads((forced / EXPORT_META_FILE).read_text())[
         "export_key"]
+
+
+def test_int8_weights_are_7_bit_exactly_on_cpus_without_vnni(monkeypatch):
+    """AVX2-only CPUs saturate ONNX Runtime's u8·s8 sums with 8-bit per-channel weights."""
+    import itsm_core.core.compat as compat
+    from itsm_core.serving.export import int8_reduce_range
+
+    monkeypatch.setattr(compat, "cpu_has", lambda *flags: "avx512_vnni" in flags)
+    assert int8_reduce_range() is False
+    monkeypatch.setattr(compat, "cpu_has", lambda *flags: False)
+    assert int8_reduce_range() is True

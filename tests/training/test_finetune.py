@@ -125,6 +125,9 @@ def test_lora_wraps_registry_targets_changes_output_and_reloads(tmp_path):
     np.testing.assert_allclose(base.encode(TEXTS, convert_to_numpy=True), trained, atol=1e-5)
     merged = merge_adapter("minilm", adapter_dir)
     np.testing.assert_allclose(merged.encode(TEXTS, convert_to_numpy=True), trained, atol=1e-4)
+    # plain weights under the base model's names only (WiSE-FT interpolates them by name)
+    assert merged.state_dict().keys() == load_sentence_transformer("minilm")[0].state_dict(
+    ).keys()
 
 
 @pytest.mark.weights
