@@ -490,8 +490,8 @@ def decision_benchmark(incidents: str | Path, splits: tuple[str, ...] = ("train"
     (the unseen-duplicate signal of a recipe choice): the queries of every split in
     ``splits`` together, never the test split, no bootstrap.
 
-    Links data sets (corpus ``all``) take the queries of all the given splits against the
-    whole corpus; label data sets (corpus = the query split) take the validation split, the
+    Links data sets (corpus ``all``) take the queries of all the given splits against every
+    incident that is not in the test split; label data sets (corpus = the query split) take the validation split, the
     one non-test split small enough to search leave-one-out.
 
     Args:
@@ -527,8 +527,15 @@ def decision_benchmark(incidents: str | Path, splits: tuple[str, ...] = ("train"
                 seen.add(q)
                 ids.append(q)
                 rows.append(part.grades[i])
-    return replace(first, query_ids=ids, grades=np.vstack(rows),
-                   notes=[*first.notes, f"queries of the {'+'.join(splits)} splits"])
+    # test incidents leave the corpus too: a train query linked to one (a test link) would
+    # otherwise carry a test label into the decision
+    split_of = load_incidents(incidents)[["number", "split"]].set_index("number")["split"]
+    keep = np.array([split_of.get(n) != "test" for n in first.corpus_ids])
+    grades = np.vstack(rows)[:, keep]
+    return replace(first, query_ids=ids, grades=grades,
+                   corpus_ids=[n for n, k in zip(first.corpus_ids, keep) if k],
+                   notes=[*first.notes, f"queries of the {'+'.join(splits)} splits; test "
+                          "incidents left out of the corpus"])
 
 
 def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
