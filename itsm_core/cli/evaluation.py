@@ -123,10 +123,8 @@ def leaderboard_cmd(
     from itsm_core.reports.views import seed_tiers
     from itsm_core.runs.store import leaderboard_view
 
-    table = (seed_tiers() if tiers
+    table = (seed_tiers(dataset=dataset) if tiers
              else leaderboard_view(dataset, include_ablation=all_runs, task=task))
-    if tiers and dataset:
-        table = table[table["dataset"] == dataset]
     if markdown:
         sys.stdout.write(table.to_markdown(index=False) + "\n")
         return

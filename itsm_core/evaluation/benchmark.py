@@ -491,8 +491,8 @@ def decision_benchmark(incidents: str | Path, splits: tuple[str, ...] = ("train"
     ``splits`` together, never the test split, no bootstrap.
 
     Links data sets (corpus ``all``) take the queries of all the given splits against every
-    incident that is not in the test split; label data sets (corpus = the query split) take the validation split, the
-    one non-test split small enough to search leave-one-out.
+    incident that is not in the test split; label data sets (corpus = the query split) take
+    the validation split, the one non-test split small enough to search leave-one-out.
 
     Args:
         incidents: a processed incidents file with a ``split`` column.

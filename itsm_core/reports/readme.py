@@ -201,8 +201,8 @@ def tiers_table(leaderboard: str | Path = LEADERBOARD_CSV) -> Table:
             "only with every lower one; the CI column makes each check on the bootstrap "
             "lower bound.")
     commits, _ = _commits_dates(used)
-    return Table("tiers", table.sort_values(["dataset", "model"]).to_markdown(index=False)
-                 + note, [_rel(leaderboard), "pairs.csv of each data set's runs"], commits,
+    return Table("tiers", table.to_markdown(index=False) + note,
+                 [_rel(leaderboard), "pairs.csv of each data set's runs"], commits,
                  _date(used["timestamp"].astype(str).max()))
 
 

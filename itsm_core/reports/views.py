@@ -106,7 +106,8 @@ def forgetting(result: Any) -> pd.DataFrame:
     return table
 
 
-def seed_tiers(leaderboard: str | Path = LEADERBOARD_CSV) -> pd.DataFrame:
+def seed_tiers(leaderboard: str | Path = LEADERBOARD_CSV, dataset: str | None = None
+               ) -> pd.DataFrame:
     """The seed's success tiers of every model with a test evaluation
     (:func:`itsm_core.evaluation.tiers.tier_table`: test pair set Spearman / ROC-AUC / F1 and
     the adversarial diagnostic), plus each data set's Spearman ceiling from its test pairs.
@@ -116,7 +117,8 @@ def seed_tiers(leaderboard: str | Path = LEADERBOARD_CSV) -> pd.DataFrame:
 
     full = read_leaderboard(leaderboard)
     evals = latest_per_model(full)
-    evals = evals[evals["split"] == "test"]
+    evals = evals[(evals["split"] == "test")
+                  & ((evals["dataset"] == dataset) if dataset else True)]
     if evals.empty:
         raise ItsmError("no test-split evaluations on the leaderboard", where=str(leaderboard),
                         fix="run `make pipeline` (or `itsm evaluate`) first")
