@@ -45,6 +45,7 @@ COMMANDS = {
     "pairs": training.pairs_cmd, "augment": training.augment_cmd, "train": training.train_cmd,
     "pretrain": training.pretrain_cmd, "stages": training.stages_cmd,
     "ensemble": training.ensemble_cmd, "distill": training.distill_cmd,
+    "rerank": training.rerank_cmd,
     "ablation": experiments.ablation_cmd, "sweep": experiments.sweep_cmd,
     "bench": experiments.bench_cmd,
     "export": serving.export_cmd, "search": serving.search_cmd, "serve": serving.serve_cmd,

@@ -1,4 +1,5 @@
-"""``itsm pairs | augment | train | pretrain | stages | ensemble | distill``: training."""
+"""``itsm pairs | augment | train | pretrain | stages | ensemble | distill | rerank``:
+training."""
 
 from __future__ import annotations
 
@@ -263,3 +264,44 @@ def distill_cmd(
     if not table.empty:
         print_frame(format_comparison(table), f"distillation on {dataset} (test)")
         out.print(f"comparison -> {res.run_dir / 'comparison.csv'}")
+
+
+@friendly
+def rerank_cmd(
+    dataset: Annotated[str, typer.Option(help="bundled data set (its TRAINING split)")] =
+    "it_tickets",
+    retriever: Annotated[str, typer.Option(
+        help="first stage it re-ranks and mines candidates with: a model spec, or a trained "
+        "model's name (minilm-ft = the newest on --dataset)")] = "minilm-ft",
+    base: Annotated[str, typer.Option(help="packaged weights the cross-encoder starts from")]
+    = "minilm",
+    loss: Annotated[str, typer.Option(help="bce (graded targets) or lambda (LambdaLoss)")] =
+    "bce",
+    profile: Annotated[str, typer.Option(help="default (CPU), full or smoke")] = "default",
+    k: Annotated[int | None, typer.Option(
+        help="candidates re-ranked per query (default: chosen on validation)")] = None,
+    max_anchors: Annotated[int | None, typer.Option(help="training anchors")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    name: Annotated[str | None, typer.Option(help="re-ranker name")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="new run directory")] = None,
+    evaluate_test: Annotated[bool, typer.Option(help="evaluate_v2 on test afterwards")] = True,
+) -> None:
+    """Train a cross-encoder re-ranker on TRAINING pairs with candidates mined by the
+    retriever (graded by labels, never by a model), choose k on validation, then evaluate
+    retriever + re-ranker on test (leaderboard row) and on the other data set."""
+    from itsm_core.training.rerank import config_for_profile, train_reranker
+
+    overrides = {key: v for key, v in dict(
+        retriever=retriever, base=base, loss=loss, k=k, max_anchors=max_anchors,
+        max_steps=max_steps, learning_rate=lr, name=name,
+        output_dir=str(out_dir) if out_dir else None).items() if v is not None}
+    res = train_reranker(config_for_profile(profile, dataset=dataset,
+                                            evaluate_test=evaluate_test, **overrides))
+    meta = res.meta
+    out.print(f"re-ranker -> {res.model_dir}  (k={meta['k']}; {meta['validation']['chosen_on']})")
+    print_rows(("k", "validation ndcg@10"),
+               ((r["k"] or "retriever alone", r["ndcg@10"]) for r in meta["validation"]["table"]),
+               title="candidates re-ranked (validation)", right=("validation ndcg@10",))
+    if res.test_record:
+        print_record(res.test_record)

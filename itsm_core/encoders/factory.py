@@ -19,6 +19,7 @@ from itsm_core.encoders.ensemble import (
 from itsm_core.encoders.hybrid import HybridScorer, parse_hybrid_spec
 from itsm_core.encoders.onnx import export_scorer, is_export
 from itsm_core.encoders.registry import REGISTRY
+from itsm_core.encoders.rerank import RerankScorer, load_cross_encoder, parse_rerank_spec
 from itsm_core.encoders.scorers import BM25Scorer, DenseScorer, Scorer, TfidfScorer
 
 
@@ -27,7 +28,8 @@ def load_scorer(spec: str, **kwargs: Any) -> Scorer:
 
     Args:
         spec: ``tfidf``, ``bm25``, ``ensemble:a,b`` or an ensemble folder,
-            ``hybrid:<dense spec>[@w|@rrf]``, an ``itsm export`` folder or ``.onnx`` file,
+            ``hybrid:<dense spec>[@w|@rrf]``, ``rerank:<cross-encoder>@<retriever>[#k]``,
+            an ``itsm export`` folder or ``.onnx`` file,
             a registry key, a model folder or a hub id.
         **kwargs: passed to the dense scorers (``batch_size``, ``show_progress``, …).
 
@@ -50,9 +52,32 @@ def load_scorer(spec: str, **kwargs: Any) -> Scorer:
         config, folder = read_ensemble(name)
         members = [load_scorer(m, **kwargs) for m in member_specs(config)]
         return EnsembleScorer(config, members, folder)
+    if name.lower().startswith("rerank:"):  # retriever top-k re-scored by a cross-encoder
+        ce_path, retriever, k = parse_rerank_spec(name)
+        ce = load_cross_encoder(ce_path)
+        return RerankScorer(load_scorer(retriever, **kwargs), ce, k,
+                            name=_reranker_name(ce_path),
+                            show_progress=kwargs.get("show_progress", True))
     if name.lower().startswith("hybrid:"):  # BM25 + dense, fusion chosen on validation
         dense_spec, fusion = parse_hybrid_spec(name)
         return HybridScorer(load_scorer(dense_spec, **kwargs), fusion)
     if is_export(name):  # an `itsm export` folder (INT8) or one of its .onnx files
         return export_scorer(name, **kwargs)
     return DenseScorer(name, **kwargs)
+
+
+def _reranker_name(path: str) -> str:
+    """A trained re-ranker's run name (its ``itsm_reranker.json``), else the folder's."""
+    import json
+    from pathlib import Path
+
+    from itsm_core.encoders.rerank import CE_META_FILE
+
+    p = Path(path)
+    for meta in (p / CE_META_FILE, p.parent / CE_META_FILE):
+        if meta.exists():
+            try:
+                return str(json.loads(meta.read_text(encoding="utf-8")).get("name") or p.name)
+            except json.JSONDecodeError:
+                break
+    return p.name if p.name != "model" else p.parent.name

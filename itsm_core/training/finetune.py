@@ -491,12 +491,17 @@ UNSEEN_DEFAULT = {"it_tickets": "gitbugs_hadoop", "gitbugs_hadoop": "it_tickets"
 
 def unseen_dataset(cfg: TrainConfig) -> str | None:
     """The data set a run is also judged on but never trained on, if it is built."""
+    return other_dataset(cfg.dataset, cfg.unseen_dataset)
+
+
+def other_dataset(dataset: str, name: str | None = "auto") -> str | None:
+    """``name`` (``auto``: the bundled data set of the other kind) when it is not
+    ``dataset`` and is built; else None."""
     from itsm_core.data.datasets import processed_path
 
-    name = cfg.unseen_dataset
     if name == "auto":
-        name = UNSEEN_DEFAULT.get(cfg.dataset, "gitbugs_hadoop")
-    if not name or name == cfg.dataset:
+        name = UNSEEN_DEFAULT.get(dataset, "gitbugs_hadoop")
+    if not name or name == dataset:
         return None
     try:
         path = processed_path(name)

@@ -1,0 +1,250 @@
+"""Two-stage retrieval: a retriever's top-k candidates re-scored by a cross-encoder.
+
+A bi-encoder embeds each incident alone; a cross-encoder reads the query and a candidate
+together, so it can tell "the same problem" from "the same words" — at the price of one
+transformer pass per (query, candidate) pair. The usual answer is two stages: the
+retriever ranks the whole corpus, the cross-encoder re-orders its top ``k``.
+
+:class:`RerankScorer` (spec ``rerank:<cross-encoder>@<retriever>[#k]``) is that pipeline as a
+:class:`~itsm_core.encoders.scorers.Scorer`, so evaluate_v2, the diagnostic, search and the
+service all take it:
+
+* ``score_matrix``: the top ``k`` of each row (by the retriever) get the cross-encoder's
+  score, placed above every other candidate; the rest keep the retriever's order below.
+* ``score_pairs``: the cross-encoder's score of the pair (it reads both texts; the pair
+  tasks of evaluate_v2 and the adversarial diagnostic judge exactly that).
+* :meth:`RerankScorer.calibrate` chooses ``k`` on the VALIDATION queries (best NDCG@10;
+  ties go to the smaller, faster ``k``) unless the spec gives one.
+
+The cross-encoder is a sentence-transformers ``CrossEncoder`` folder (``itsm rerank
+train``) or its INT8 ONNX export (:mod:`itsm_core.encoders.onnx`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from itsm_core.core.errors import ItsmError
+from itsm_core.metrics import stats as M
+
+logger = logging.getLogger(__name__)
+
+K_GRID = (5, 10, 20, 30)
+"""Candidate counts tried on validation. A cross-encoder reads one pair per candidate
+(~40 pairs/s for MiniLM at ~100 tokens on 2 CPU cores), so the grid stops where the cost
+of a query passes a few seconds; the latency bench also reports k = 100."""
+
+CALIBRATION_QUERIES = 200
+"""Validation queries (seeded sample) the choice of ``k`` is made on: the cross-encoder
+reads ``queries x max(K_GRID)`` pairs once, every ``k`` reuses them."""
+
+CE_META_FILE = "itsm_reranker.json"
+"""Written next to a trained cross-encoder: base model, training data, recipe, choice."""
+
+
+def parse_rerank_spec(spec: str) -> tuple[str, str, int | None]:
+    """``rerank:<cross-encoder>@<retriever>[#k]`` → (cross-encoder, retriever spec, k).
+
+    The retriever may itself be any spec (``hybrid:minilm@0.6`` included): the split is at
+    the FIRST ``@``, and ``#k`` is read off the end.
+    """
+    rest = spec.split(":", 1)[1].strip()
+    ce, sep, retriever = rest.partition("@")
+    k: int | None = None
+    if "#" in retriever:
+        retriever, _, k_text = retriever.rpartition("#")
+        try:
+            k = int(k_text)
+        except ValueError as exc:
+            raise ItsmError(f"bad candidate count {k_text!r}", where=spec,
+                            fix="use rerank:<cross-encoder>@<retriever>#30") from exc
+        if k < 1:
+            raise ItsmError("the candidate count must be at least 1", where=spec,
+                            fix="e.g. rerank:<cross-encoder>@<retriever>#30")
+    ce, retriever = ce.strip(), retriever.strip()
+    if not sep or not ce or not retriever:
+        raise ItsmError("a re-ranking spec needs a cross-encoder and a retriever",
+                        where=spec, fix="e.g. rerank:models/rerankers/<run>/model@minilm "
+                        "(optionally #k, the candidates re-scored; default: chosen on "
+                        "validation)")
+    if retriever.lower().startswith("rerank:"):
+        raise ItsmError("a re-ranker cannot retrieve for another re-ranker", where=spec,
+                        fix="rerank:<cross-encoder>@<retriever> with a bi-encoder, hybrid or "
+                        "lexical retriever after '@'")
+    return ce, retriever, k
+
+
+def load_cross_encoder(path: str | Path, *, max_length: int | None = None,
+                       device: str | None = None):
+    """A sentence-transformers ``CrossEncoder`` from a local folder (offline; no hub).
+
+    Raises:
+        ItsmError: the folder does not exist or holds no cross-encoder.
+    """
+    path = Path(path).expanduser()
+    if not (path / "config.json").exists():
+        raise ItsmError("not a cross-encoder folder (no config.json)", where=str(path),
+                        fix="train one with `itsm rerank train` and pass its model/ folder")
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(path), max_length=max_length, device=device or "cpu",
+                        local_files_only=True)
+
+
+def rerank_rows(base: np.ndarray, order: np.ndarray, ce_top: np.ndarray, k: int) -> np.ndarray:
+    """Scores where each row's first ``k`` candidates of ``order`` carry the cross-encoder
+    score ``ce_top[:, :k]`` above every other candidate, which keep the retriever's order.
+
+    Args:
+        base: retriever scores, (queries, corpus).
+        order: each row's candidates by falling retriever score (at least ``k`` columns).
+        ce_top: cross-encoder scores of those candidates, same shape as ``order``.
+        k: how many candidates are re-scored.
+    """
+    base = np.asarray(base, dtype=np.float64)
+    finite = np.where(np.isfinite(base), base, np.nan)
+    rowmax = np.nanmax(np.where(np.isnan(finite), -np.inf, finite), axis=1, keepdims=True)
+    rowmax = np.where(np.isfinite(rowmax), rowmax, 0.0)
+    out = base - rowmax - 1.0  # every candidate <= -1, in the retriever's order
+    top, ce = order[:, :k], np.asarray(ce_top, dtype=np.float64)[:, :k]
+    lifted = ce - ce.min(axis=1, keepdims=True) + 1.0  # >= 1: above all the others
+    np.put_along_axis(out, top, lifted, axis=1)
+    return out.astype(np.float32)
+
+
+@dataclass
+class KChoice:
+    """The candidate count in use and how it was chosen."""
+
+    k: int
+    chosen_on: str = "given"
+    table: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"top-{self.k} re-ranked ({self.chosen_on})"
+
+
+class RerankScorer:
+    """Retriever + cross-encoder re-ranking of its top ``k``; a
+    :class:`~itsm_core.encoders.scorers.Scorer` (see the module docstring).
+
+    Args:
+        retriever: the first-stage scorer (dense, hybrid or lexical).
+        cross_encoder: anything with ``predict(pairs, batch_size=…, show_progress_bar=…)``
+            (a sentence-transformers ``CrossEncoder`` or the INT8 ONNX one).
+        k: candidates re-scored per query (None: chosen by :meth:`calibrate`).
+        name: the cross-encoder's name in the scorer's name.
+    """
+
+    kind = "rerank"
+
+    def __init__(self, retriever, cross_encoder, k: int | None = None,  # noqa: ANN001
+                 name: str = "cross-encoder", batch_size: int = 32,
+                 show_progress: bool = True):
+        self.retriever = retriever
+        self.cross_encoder = cross_encoder
+        self.choice = KChoice(k) if k else None
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.spec = getattr(retriever, "spec", None)
+        self.name = f"rerank-{name}@{retriever.name}"
+        self._cache: dict[tuple[str, str], float] = {}
+
+    @property
+    def dims(self) -> tuple[int | None, ...]:
+        return (None,)  # the retriever at full dimension; a cross-encoder has no dims
+
+    @property
+    def k(self) -> int:
+        if self.choice is None:
+            raise ItsmError("the re-ranker has no candidate count yet", where=self.name,
+                            fix="call calibrate(validation) (evaluate does) or give one: "
+                            "rerank:<cross-encoder>@<retriever>#30")
+        return self.choice.k
+
+    def cross_scores(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        """Cross-encoder score of every pair (each distinct pair read once)."""
+        todo = list(dict.fromkeys((x, y) for x, y in zip(a, b) if (x, y) not in self._cache))
+        # longest first, so each batch pads to similar lengths (and the progress bar's
+        # first estimate is the pessimistic one)
+        todo.sort(key=lambda p: len(p[0]) + len(p[1]), reverse=True)
+        if todo:
+            scores = self.cross_encoder.predict(
+                [list(p) for p in todo], batch_size=self.batch_size,
+                show_progress_bar=self.show_progress and len(todo) > self.batch_size)
+            self._cache.update(zip(todo, np.asarray(scores, dtype=np.float64).ravel()))
+        return np.array([self._cache[(x, y)] for x, y in zip(a, b)], dtype=np.float32)
+
+    def _candidates(self, queries: Sequence[str], corpus: Sequence[str], k: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(retriever scores, top-k order per row, cross-encoder scores of that order)."""
+        base = np.asarray(self.retriever.score_matrix(queries, corpus), dtype=np.float32)
+        k = min(k, base.shape[1])
+        part = np.argpartition(-base, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(
+            part, np.argsort(-np.take_along_axis(base, part, axis=1), axis=1, kind="stable"),
+            axis=1)
+        qs = [queries[i] for i in range(len(queries)) for _ in range(k)]
+        cs = [corpus[j] for j in order.ravel()]
+        ce = self.cross_scores(qs, cs).reshape(order.shape)
+        return base, order, ce
+
+    def score_matrix(self, queries, corpus, dim=None) -> np.ndarray:
+        queries, corpus = list(queries), list(corpus)
+        if not queries or not corpus:
+            return np.zeros((len(queries), len(corpus)), np.float32)
+        base, order, ce = self._candidates(queries, corpus, self.k)
+        return rerank_rows(base, order, ce, order.shape[1])
+
+    def score_pairs(self, a, b, dim=None) -> np.ndarray:
+        return self.cross_scores(list(a), list(b))
+
+    def calibrate(self, validation: Callable[[], Any], *, grid: Sequence[int] = K_GRID,
+                  n_queries: int = CALIBRATION_QUERIES, metric: str = "ndcg@10",
+                  seed: int = 42) -> KChoice:
+        """Choose ``k`` on a benchmark of VALIDATION queries (never the test ones).
+
+        Args:
+            validation: builds that benchmark when called (not called when ``k`` was given).
+            grid: the candidate counts tried; n_queries: the seeded query sample.
+            metric: what is maximised (ties within 1e-4 go to the smaller ``k``).
+
+        Returns:
+            The :class:`KChoice` now in use (its table: ``metric`` at every ``k``).
+        """
+        if self.choice is not None:
+            return self.choice
+        bench = validation()
+        rng = np.random.default_rng(seed)
+        rows = np.arange(len(bench.query_ids))
+        has = rows[bench.grades.max(axis=1) > 0]
+        rows = np.sort(rng.choice(has, min(n_queries, len(has)), replace=False))
+        q_ids = [bench.query_ids[i] for i in rows]
+        q = bench.texts.loc[q_ids].tolist()
+        c = bench.texts.loc[bench.corpus_ids].tolist()
+        grades = bench.grades[rows]
+        self_mask = (np.asarray(q_ids, dtype=object)[:, None]
+                     == np.asarray(bench.corpus_ids, dtype=object)[None, :])
+        base, order, ce = self._candidates(q, c, max(grid))
+        table, best, best_v = [], None, -np.inf
+        retr = float(np.nanmean(M.retrieval_metrics_per_query(
+            np.where(self_mask, -np.inf, base), grades)[metric]))
+        table.append({"k": 0, metric: round(retr, 4)})  # k = 0: the retriever alone
+        for k in sorted(g for g in grid if g <= order.shape[1]):
+            s = np.where(self_mask, -np.inf, rerank_rows(base, order, ce, k))
+            v = float(np.nanmean(M.retrieval_metrics_per_query(s, grades)[metric]))
+            table.append({"k": k, metric: round(v, 4)})
+            if v > best_v + 1e-4:
+                best, best_v = k, v
+        assert best is not None
+        where = f"{bench.config.query_split} split, {len(rows)} queries"
+        self.choice = KChoice(best, f"best {metric} on {where}: {best_v:.4f}; retriever "
+                              f"alone {retr:.4f}", table)
+        logger.info("re-ranker: %s", self.choice.describe())
+        return self.choice

@@ -1,0 +1,111 @@
+"""Re-ranker training: training-split data only, label-graded candidates, k on validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from itsm_core.core.errors import ItsmError
+from itsm_core.training.rerank import (
+    RerankConfig,
+    anchor_positive,
+    config_for_profile,
+    grade,
+    mine_candidates,
+    relevance_keys,
+    train_dataset,
+)
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path):
+    from conftest import tiny_frame
+
+    from itsm_core.data.datasets import DatasetManifest, sidecar_path
+
+    path = tmp_path / "tiny.csv"
+    tiny_frame().to_csv(path, index=False)
+    DatasetManifest(name="tiny", text_fields=["short_description", "description"],
+                    labels=["category", "subcategory"]).save(sidecar_path(path))
+    return path
+
+
+def test_grade_counts_leading_label_levels_shared():
+    keys = pd.DataFrame({"category": ["a", "a", "a", "b", None],
+                         "subcategory": ["x", "x", "y", "x", "x"]},
+                        index=["1", "2", "3", "4", "5"]).astype("string")
+    np.testing.assert_allclose(grade(keys, ["1", "1", "1", "1", "5"],
+                                     ["2", "3", "4", "5", "5"]), [1.0, 0.5, 0.0, 0.0, 0.0])
+
+
+def test_unknown_loss_and_profile_are_clear_errors():
+    with pytest.raises(ItsmError) as err:
+        config_for_profile("default", loss="hinge")
+    assert "bce" in err.value.fix
+    with pytest.raises(ItsmError):
+        config_for_profile("gpu-please")
+
+
+def test_candidates_come_from_the_training_split_and_are_graded_by_labels(
+        tiny_bundle, tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    from conftest import tiny_frame
+    from itsm_core.data.corpus import load_corpus
+
+    corpus = load_corpus(tiny_bundle)
+    keys = relevance_keys(corpus.incidents, ["category", "subcategory"], None)
+    cfg = RerankConfig(max_anchors=50, max_corpus=0, num_negatives=3, range_max=10,
+                       relative_margin=0.0)
+    ap, ids = anchor_positive(keys, corpus.texts, cfg)
+    df = tiny_frame().set_index("number")
+    train = set(df.index[df["split"] == "train"])
+    assert set(ids) == train and set(ap["anchor_id"]) | set(ap["positive_id"]) <= train
+    rows = mine_candidates(ap, ids, corpus.texts, keys,
+                           SentenceTransformer(str(tiny_model), device="cpu"), cfg)
+    assert set(rows["candidate_id"].dropna()) <= train  # nothing held out is trained on
+    assert (rows.loc[rows["source"] == "positive", "target"] == 1.0).all()
+    mined = rows[rows["source"] == "mined"]
+    assert len(mined) > 0
+    # the guard: a mined candidate the labels call relevant is never a 0-target negative
+    same_cat = (df.loc[mined["anchor_id"], "category"].to_numpy()
+                == df.loc[mined["candidate_id"], "category"].to_numpy())
+    assert (mined["target"].to_numpy()[same_cat] > 0).all()
+    assert (mined["target"].to_numpy()[~same_cat] == 0).all()
+    assert mined["guarded"].to_numpy().tolist() == same_cat.tolist()
+    lists = train_dataset(rows, "lambda", 0)
+    assert set(lists.column_names) == {"query", "docs", "labels"}
+    assert sum(len(d) for d in lists["docs"]) == len(rows)
+
+
+@pytest.mark.weights
+def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
+        tiny_bundle, tiny_model, isolated_results):
+    from itsm_core.encoders.factory import load_scorer
+    from itsm_core.encoders.rerank import CE_META_FILE, RerankScorer
+    from itsm_core.runs.schema import read_leaderboard
+    from itsm_core.training.rerank import train_reranker
+
+    cfg = config_for_profile("smoke", dataset="tiny", base=str(tiny_model),
+                             retriever=str(tiny_model), evaluate_test=True,
+                             output_dir=str(isolated_results.runs / "ce"))
+    res = train_reranker(cfg, incidents_path=tiny_bundle)
+    meta = res.meta
+    assert (res.model_dir / "config.json").exists() and (res.run_dir / CE_META_FILE).exists()
+    assert meta["global_steps"] == cfg.max_steps and meta["training_rows"]["positives"] > 0
+    table = {r["k"]: r["ndcg@10"] for r in meta["validation"]["table"]}
+    assert 0 in table and meta["k"] in table  # retriever alone beside every k tried
+    assert "validation split" in meta["validation"]["chosen_on"]
+    rec = res.test_record
+    assert rec["split"] == "test" and rec["model_kind"] == "rerank"
+    assert rec["model"] == f"rerank-{cfg.name}@{res.meta['retriever_name']}"
+    board = read_leaderboard(isolated_results.leaderboard)
+    assert rec["model"] in set(board["model"])
+    # the saved folder is a spec everywhere: the factory builds the same two stages
+    scorer = load_scorer(f"rerank:{res.model_dir}@{tiny_model}#{meta['k']}",
+                         show_progress=False)
+    assert isinstance(scorer, RerankScorer) and scorer.k == meta["k"]
+    assert scorer.name == rec["model"]
+    with pytest.raises(ItsmError):  # never overwrite a run
+        train_reranker(cfg, incidents_path=tiny_bundle)
