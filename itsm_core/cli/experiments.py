@@ -63,7 +63,8 @@ def sweep_cmd(
 
 @friendly
 def bench_cmd(
-    what: Annotated[str, typer.Argument(help="train, search, encode or serve")] = "train",
+    what: Annotated[str, typer.Argument(
+        help="train, search, encode, serve, store or rerank")] = "train",
     model: Annotated[str, typer.Option(
         help="train: model to train; encode: export folder (default: newest export) or a "
         "model spec to export first")] =
@@ -80,6 +81,11 @@ def bench_cmd(
     None,
     sizes: Annotated[str, typer.Option(
         help="store: synthetic corpus sizes")] = "50000,1000000",
+    reranker: Annotated[Path | None, typer.Option(
+        help="rerank: the cross-encoder folder (`itsm rerank` model/)")] = None,
+    onnx: Annotated[Path | None, typer.Option(
+        help="rerank: its INT8 export (`itsm export --reranker`), timed beside torch")] = None,
+    retriever: Annotated[str, typer.Option(help="rerank: the first stage")] = "minilm",
 ) -> None:
     """Print measured figures: `itsm bench train` = pairs/s of the default recipe vs plain
     sentence-transformers on the same pairs, side by side; `itsm bench search` = top-10
@@ -87,7 +93,8 @@ def bench_cmd(
     sentences/s of torch fp32 / ONNX fp32 / ONNX INT8; `itsm bench serve` = requests/s and
     p50/p95 of POST /similar (1 and 8 clients) against the in-process search; `itsm bench
     store` = numpy exact vs pgvector HNSW (build, latency, recall, size, with a filter), the
-    bundled index's NDCG@10 from both stores, Ray Data vs in-process embedding."""
+    bundled index's NDCG@10 from both stores, Ray Data vs in-process embedding; `itsm bench
+    rerank` = the latency a cross-encoder adds per query at k = 10, 30, 100 (torch and INT8)."""
     if what == "train":
         _bench_train(model, dataset, steps, batch_size)
     elif what == "encode":
@@ -99,10 +106,12 @@ def bench_cmd(
     elif what == "store":
         _bench_store(store, [int(x) for x in floats(sizes, "--sizes", "50000,1000000")],
                      index)
+    elif what == "rerank":
+        _bench_rerank(reranker, onnx, retriever, dataset, n or 20)
     else:
         raise ItsmError(f"unknown benchmark {what!r}", fix="use `itsm bench train`, "
-                        "`itsm bench search`, `itsm bench encode`, `itsm bench serve` or "
-                        "`itsm bench store`")
+                        "`itsm bench search`, `itsm bench encode`, `itsm bench serve`, "
+                        "`itsm bench store` or `itsm bench rerank`")
 
 
 def _bench_train(model: str, dataset: str, steps: int, batch_size: int) -> None:
@@ -155,6 +164,22 @@ def _bench_search(n: int, index: Path | None) -> None:
                   f"p95 {e['p95_ms']:.1f} ms; index build {res['index_build_seconds']} s "
                   f"({res['index_encode_sentences_per_s']} sentences/s); BM25 build "
                   f"{res['bm25_build_seconds']} s; max RSS {res['max_rss_mb']} MB")
+
+
+def _bench_rerank(reranker: Path | None, onnx: Path | None, retriever: str, dataset: str,
+                  n: int) -> None:
+    from itsm_core.serving.latency import rerank_latency
+
+    if reranker is None:
+        raise ItsmError("no re-ranker given", where="--reranker",
+                        fix="pass the model/ folder of an `itsm rerank` run")
+    res = rerank_latency(reranker, retriever=retriever, dataset=dataset, n_queries=n,
+                         onnx=onnx)
+    print_rows(("stage", "k", "p50 ms", "p95 ms"),
+               ((escape(r["backend"]), r["k"] or "", f"{r['p50_ms']:.1f}",
+                 f"{r['p95_ms']:.1f}") for r in res["rows"]),
+               title=f"latency added per query ({res['n_queries']} validation queries, "
+               f"{res['n_corpus']} incidents, {res['torch_threads']} threads)")
 
 
 def _bench_serve(index: Path | None, n: int) -> None:

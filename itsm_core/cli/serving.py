@@ -42,13 +42,21 @@ def export_cmd(
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for CIs")] = 1000,
     fresh: Annotated[bool, typer.Option(
         help="export again even when an identical measured export exists")] = False,
+    reranker: Annotated[Path | None, typer.Option(
+        help="export this cross-encoder (an `itsm rerank` model/ folder) instead; checked "
+        "against torch on validation pairs of --dataset")] = None,
 ) -> None:
     """Export a model to ONNX (fp32 + dynamic per-channel INT8) with its tokenizer and
     pooling; the folder works as --model everywhere. Reports throughput, size, cosine
     agreement and the NDCG@10 delta (validation and test) side by side. An identical
     earlier export (same model files, options, code) is reused unless --fresh or --out."""
-    from itsm_core.serving.export import export_or_reuse, resolve_model
+    from itsm_core.serving.export import export_or_reuse, export_reranker_measured, resolve_model
 
+    if reranker is not None:
+        folder = export_reranker_measured(reranker, out_dir, dataset=dataset)
+        out.print(f"exported re-ranker {escape(str(reranker))} -> [bold]{folder}[/]")
+        _print_reranker_agreement(folder)
+        return
     src = resolve_model(model, trained, trained_name)
     folder, report, reused = export_or_reuse(
         src, out_dir, max_seq_length=max_seq_length, fp32_nodes=fp32_nodes,
@@ -58,6 +66,16 @@ def export_cmd(
               f"[bold]{folder}[/]")
     if report:
         _print_export_report(report)
+
+
+def _print_reranker_agreement(folder: Path) -> None:
+    from itsm_core.encoders.rerank import CE_EXPORT_FILE
+
+    rows = json.loads((folder / CE_EXPORT_FILE).read_text(encoding="utf-8")).get(
+        "agreement", {}).get("rows", [])
+    cols = ("backend", "pairs_per_s", "speedup", "max_abs_diff", "spearman_to_torch")
+    print_rows(cols, ([r.get(c, "") for c in cols] for r in rows),
+               title="re-ranker backends on validation pairs (same run)", right=cols[1:])
 
 
 def _print_export_report(rep: dict) -> None:

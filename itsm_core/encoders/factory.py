@@ -71,10 +71,12 @@ def _reranker_name(path: str) -> str:
     import json
     from pathlib import Path
 
-    from itsm_core.encoders.rerank import CE_META_FILE
+    from itsm_core.encoders.rerank import CE_EXPORT_FILE, CE_META_FILE
 
     p = Path(path)
-    for meta in (p / CE_META_FILE, p.parent / CE_META_FILE):
+    if p.suffix == ".onnx":
+        p = p.parent
+    for meta in (p / CE_EXPORT_FILE, p / CE_META_FILE, p.parent / CE_META_FILE):
         if meta.exists():
             try:
                 return str(json.loads(meta.read_text(encoding="utf-8")).get("name") or p.name)

@@ -47,6 +47,11 @@ reads ``queries x max(K_GRID)`` pairs once, every ``k`` reuses them."""
 CE_META_FILE = "itsm_reranker.json"
 """Written next to a trained cross-encoder: base model, training data, recipe, choice."""
 
+CE_EXPORT_FILE = "itsm_reranker_export.json"
+"""Marks a cross-encoder's ONNX export folder (``itsm export --reranker``)."""
+
+CE_ONNX_FILES = {"fp32": "reranker_fp32.onnx", "int8": "reranker_int8.onnx"}
+
 
 def parse_rerank_spec(spec: str) -> tuple[str, str, int | None]:
     """``rerank:<cross-encoder>@<retriever>[#k]`` → (cross-encoder, retriever spec, k).
@@ -80,13 +85,103 @@ def parse_rerank_spec(spec: str) -> tuple[str, str, int | None]:
     return ce, retriever, k
 
 
+class OnnxCrossEncoder:
+    """A cross-encoder's ONNX export with the ``CrossEncoder.predict`` signature.
+
+    Pairs are tokenized together by the exported fast tokenizer (truncated to the export's
+    ``max_length``), sorted by length and batched with per-batch padding; the score is the
+    sigmoid of the one logit, as ``CrossEncoder.predict`` returns it.
+    """
+
+    def __init__(self, path: str | Path, variant: str | None = None,
+                 threads: int | None = None):
+        import json
+
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        p = Path(path)
+        if p.suffix == ".onnx":
+            variant = variant or next((v for v, f in CE_ONNX_FILES.items() if f == p.name),
+                                      None)
+            p = p.parent
+        meta_file = p / CE_EXPORT_FILE
+        try:
+            self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ItsmError(f"not a readable re-ranker export ({type(exc).__name__})",
+                            where=str(meta_file),
+                            fix="re-run `itsm export --reranker <model folder>`") from exc
+        self.variant = variant or "int8"
+        if self.variant not in CE_ONNX_FILES:
+            raise ItsmError(f"unknown export variant {self.variant!r}", where=str(path),
+                            fix=f"use one of {sorted(CE_ONNX_FILES)}")
+        self.path, self.name = p, str(self.meta.get("name", p.name))
+        self.onnx_path = p / CE_ONNX_FILES[self.variant]
+        tok_file = p / "tokenizer" / "tokenizer.json"
+        if not self.onnx_path.exists() or not tok_file.exists():
+            raise ItsmError("the re-ranker export is incomplete", where=str(p),
+                            fix="re-run `itsm export --reranker <model folder>`")
+        self.max_length = int(self.meta["max_length"])
+        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_length)
+        self.input_names = list(self.meta["input_names"])
+        if threads is None:
+            import torch
+
+            threads = torch.get_num_threads()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.onnx_path), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def predict(self, pairs: Sequence[Sequence[str]], batch_size: int = 32,
+                show_progress_bar: bool = False, **_: Any) -> np.ndarray:
+        """Scores in (0, 1) of each (query, candidate) pair."""
+        out = np.zeros(len(pairs), dtype=np.float32)
+        if not len(pairs):
+            return out
+        encs = self.tokenizer.encode_batch([(str(a).strip(), str(b).strip())
+                                            for a, b in pairs])
+        order = np.argsort([len(e.ids) for e in encs], kind="stable")
+        starts = range(0, len(pairs), max(1, int(batch_size)))
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="onnx re-rank")
+        for s in starts:
+            idx = order[s:s + batch_size]
+            width = max(1, max(len(encs[j].ids) for j in idx))
+            feeds = {n: np.zeros((len(idx), width), dtype=np.int64)
+                     for n in ("input_ids", "attention_mask", "token_type_ids")}
+            for r, j in enumerate(idx):
+                e, n = encs[j], len(encs[j].ids)
+                feeds["input_ids"][r, :n] = e.ids
+                feeds["attention_mask"][r, :n] = 1
+                feeds["token_type_ids"][r, :n] = e.type_ids
+            logits = self.session.run(["logits"], {k: feeds[k] for k in self.input_names})[0]
+            out[idx] = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64).reshape(-1)))
+        return out
+
+
+def is_reranker_export(path: str | Path) -> bool:
+    """True for a re-ranker export folder (or one of its ``.onnx`` files)."""
+    p = Path(str(path)).expanduser()
+    return ((p.parent if p.suffix == ".onnx" else p) / CE_EXPORT_FILE).is_file()
+
+
 def load_cross_encoder(path: str | Path, *, max_length: int | None = None,
                        device: str | None = None):
-    """A sentence-transformers ``CrossEncoder`` from a local folder (offline; no hub).
+    """A sentence-transformers ``CrossEncoder`` from a local folder (offline; no hub), or
+    the INT8 (default) / fp32 ONNX one of a re-ranker export.
 
     Raises:
         ItsmError: the folder does not exist or holds no cross-encoder.
     """
+    if is_reranker_export(path):
+        return OnnxCrossEncoder(path)
     path = Path(path).expanduser()
     if not (path / "config.json").exists():
         raise ItsmError("not a cross-encoder folder (no config.json)", where=str(path),

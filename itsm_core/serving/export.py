@@ -811,3 +811,127 @@ def export_to_models(src: str, out: str | Path | None = None, *,
     return export_onnx(src, target, max_seq_length=max_seq_length,
                        fp32_nodes=parse_fp32_nodes(fp32_nodes), name=f"{base}.onnx",
                        optimize=optimize, key=key)
+
+
+# ----------------------------------------------------------------------------- re-ranker
+
+
+def export_reranker(model_dir: str | Path, out: str | Path, *,
+                    pairs: Sequence[Sequence[str]] | None = None,
+                    max_length: int | None = None) -> Path:
+    """A trained cross-encoder (``itsm rerank`` ``model/`` folder) as fp32 + dynamic INT8
+    ONNX with its tokenizer; a spec everywhere a cross-encoder is (``rerank:<out>@…``).
+
+    Args:
+        model_dir: the sentence-transformers ``CrossEncoder`` folder.
+        out: a new, empty folder.
+        pairs: (query, candidate) pairs the INT8 graph is checked on against torch
+            (validation pairs, never test); the agreement goes into the metadata.
+        max_length: token limit of a pair (default: the cross-encoder's).
+
+    Returns:
+        The export folder (``itsm_reranker_export.json``, ``reranker_fp32.onnx``,
+        ``reranker_int8.onnx``, ``tokenizer/``).
+    """
+    import warnings
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from itsm_core.core.io import new_run_dir, scratch_cwd
+    from itsm_core.encoders.rerank import (
+        CE_EXPORT_FILE,
+        CE_META_FILE,
+        CE_ONNX_FILES,
+        OnnxCrossEncoder,
+        load_cross_encoder,
+    )
+    from itsm_core.metrics.stats import spearman
+
+    src = Path(model_dir)
+    ce = load_cross_encoder(src)
+    out = new_run_dir(out).resolve()
+    max_len = int(max_length or ce.max_seq_length or 256)
+    tokenizer = ce.tokenizer
+    tokenizer.save_pretrained(out / "tokenizer")
+    if not (out / "tokenizer" / "tokenizer.json").exists():
+        raise ItsmError("the cross-encoder has no fast tokenizer (tokenizer.json)",
+                        where=str(src), fix="train it from a model with a fast tokenizer")
+    sample = tokenizer(["vpn drops every hour", "printer jams"], ["vpn is down", "toner"],
+                       padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+    input_names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+    hf = ce.model.eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hf = hf
+
+        def forward(self, *tensors):
+            return self.hf(**dict(zip(input_names, tensors))).logits
+
+    fp32, int8 = out / CE_ONNX_FILES["fp32"], out / CE_ONNX_FILES["int8"]
+    dyn = {k: {0: "batch", 1: "sequence"} for k in input_names}
+    dyn["logits"] = {0: "batch"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Logits().eval(), tuple(sample[k] for k in input_names), str(fp32),
+                          dynamo=False, input_names=input_names, output_names=["logits"],
+                          dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
+    with scratch_cwd():
+        quantize_dynamic(str(fp32), str(int8), per_channel=True,
+                         reduce_range=int8_reduce_range(), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+    name_meta = src / CE_META_FILE
+    name = (json.loads(name_meta.read_text(encoding="utf-8")).get("name")
+            if name_meta.exists() else src.name)
+    meta: dict[str, Any] = {
+        "name": f"{name}.onnx", "source": str(src.resolve()),
+        "source_sha256": _fingerprint(src), "input_names": input_names,
+        "max_length": max_len, "files": dict(CE_ONNX_FILES),
+        "sha256": {v: sha256_file(out / f) for v, f in CE_ONNX_FILES.items()},
+        "quantization": {"method": "onnxruntime.quantization.quantize_dynamic",
+                         "per_channel": True, "weight_type": "QInt8",
+                         "reduce_range": int8_reduce_range()},
+        "opset": OPSET, "versions": _versions(), "created": timestamp(),
+        "git_commit": git_commit(),
+    }
+    atomic_write_json(out / CE_EXPORT_FILE, meta)
+    if pairs:  # agreement and speed of each variant against torch, side by side
+        pairs = [list(p) for p in pairs]
+        rows = []
+        t0 = time.perf_counter()
+        ref = np.asarray(ce.predict(pairs, batch_size=32, show_progress_bar=False))
+        torch_s = time.perf_counter() - t0
+        rows.append({"backend": "torch fp32", "pairs_per_s": round(len(pairs) / torch_s, 1)})
+        for variant in ("fp32", "int8"):
+            enc = OnnxCrossEncoder(out, variant=variant)
+            t0 = time.perf_counter()
+            got = enc.predict(pairs, batch_size=32)
+            secs = time.perf_counter() - t0
+            rows.append({"backend": f"onnx {variant}", "pairs_per_s": round(len(pairs) / secs, 1),
+                         "speedup": round(torch_s / secs, 2),
+                         "max_abs_diff": round(float(np.max(np.abs(got - ref))), 4),
+                         "spearman_to_torch": round(float(spearman(got, ref)), 4)})
+        meta["agreement"] = {"n_pairs": len(pairs), "rows": rows}
+        atomic_write_json(out / CE_EXPORT_FILE, meta)
+    return out
+
+
+def export_reranker_measured(model_dir: str | Path, out: str | Path | None = None, *,
+                             dataset: str = "it_tickets", n_pairs: int = 512) -> Path:
+    """``itsm export --reranker``: :func:`export_reranker` into ``out`` (default
+    ``<run>/onnx`` beside the model folder, or a new sibling), checked against torch on
+    ``n_pairs`` VALIDATION pairs of ``dataset``'s benchmark."""
+    from itsm_core.core.io import unique_run_dir
+    from itsm_core.data.datasets import processed_path
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark
+
+    src = Path(model_dir)
+    if out is None:
+        out = unique_run_dir(src.parent, "onnx")
+    bench = build_benchmark(processed_path(dataset), config=BenchmarkConfig(
+        query_split="validation", threshold_split="validation", n_resamples=0))
+    tp = bench.threshold_pairs.sample(min(n_pairs, len(bench.threshold_pairs)),
+                                      random_state=bench.config.seed)
+    return export_reranker(src, out, pairs=list(zip(tp["text_a"], tp["text_b"])))

@@ -325,3 +325,60 @@ def _http_row(base: str, queries: list[str], clients: int, k: int, mode: str
     return {"setting": "HTTP POST /similar", "clients": clients,
             "requests_per_s": round(len(times) / (time.perf_counter() - t_all), 1),
             **_percentiles_ms(times)}
+
+
+def rerank_latency(reranker: str | Path, *, retriever: str = "minilm",
+                   dataset: str = "it_tickets", ks: tuple[int, ...] = (10, 30, 100),
+                   n_queries: int = 20, onnx: str | Path | None = None,
+                   out_dir: str | Path | None = None) -> dict[str, Any]:
+    """``itsm bench rerank``: the latency a re-ranker adds to one query, at each ``k``.
+
+    One VALIDATION query at a time, the cross-encoder reads the retriever's top ``k``
+    (query, incident) pairs — torch and, when given, its INT8 ONNX export, side by side in
+    the same run. The retriever's own cost (query encoding + search) is ``itsm bench
+    search``'s; this is what the second stage adds on top.
+
+    Returns:
+        ``{"rows": [{"backend", "k", "p50_ms", "p95_ms", "mean_ms"}, …], …}`` (also written
+        to ``models/results/bench/rerank_latency_<ts>.json``).
+    """
+    import numpy as np
+
+    from itsm_core.data.datasets import processed_path
+    from itsm_core.encoders.factory import load_scorer
+    from itsm_core.encoders.rerank import load_cross_encoder
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark
+
+    bench = build_benchmark(processed_path(dataset), config=BenchmarkConfig(
+        query_split="validation", threshold_split="validation", n_resamples=0))
+    rng = np.random.default_rng(SEED)
+    q_ids = [bench.query_ids[i] for i in rng.choice(len(bench.query_ids),
+                                                    min(n_queries, len(bench.query_ids)),
+                                                    replace=False)]
+    queries = bench.texts.loc[q_ids].tolist()
+    corpus = bench.texts.loc[bench.corpus_ids].tolist()
+    scorer = load_scorer(retriever, show_progress=False)
+    full = scorer.score_matrix(queries, corpus)
+    tops = [_topk(row, min(max(ks), len(corpus))) for row in full]
+    rows = []
+    backends = [("cross-encoder torch fp32", load_cross_encoder(reranker))]
+    if onnx:
+        backends.append(("cross-encoder onnx int8", load_cross_encoder(onnx)))
+    for name, ce in backends:
+        ce.predict([[queries[0], corpus[0]]] * 4, batch_size=32)  # warm-up
+        for k in ks:
+            secs = []
+            for q, top in zip(queries, tops):
+                pairs = [[q, corpus[j]] for j in top[:k]]
+                t0 = time.perf_counter()
+                ce.predict(pairs, batch_size=32, show_progress_bar=False)
+                secs.append(time.perf_counter() - t0)
+            rows.append({"backend": name, "k": k, **_percentiles_ms(secs)})
+    result = {"reranker": str(reranker), "onnx": str(onnx) if onnx else None,
+              "retriever": retriever, "dataset": dataset, "split": "validation",
+              "n_queries": len(queries), "n_corpus": len(corpus),
+              "torch_threads": torch.get_num_threads(), "rows": rows,
+              "created": timestamp(), "git_commit": git_commit()}
+    out = Path(out_dir or RESULTS_DIR / "bench")
+    atomic_write_json(out / f"rerank_latency_{timestamp()}.json", result)
+    return result

@@ -49,9 +49,9 @@ def test_unknown_loss_and_profile_are_clear_errors():
 
 def test_candidates_come_from_the_training_split_and_are_graded_by_labels(
         tiny_bundle, tiny_model):
+    from conftest import tiny_frame
     from sentence_transformers import SentenceTransformer
 
-    from conftest import tiny_frame
     from itsm_core.data.corpus import load_corpus
 
     corpus = load_corpus(tiny_bundle)
@@ -109,3 +109,4 @@ def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
     assert scorer.name == rec["model"]
     with pytest.raises(ItsmError):  # never overwrite a run
         train_reranker(cfg, incidents_path=tiny_bundle)
+
