@@ -305,3 +305,12 @@ def rerank_cmd(
                title="candidates re-ranked (validation)", right=("validation ndcg@10",))
     if res.test_record:
         print_record(res.test_record)
+    for title, rows in (("test", meta.get("test_vs_retriever")),
+                        (f"unseen {meta.get('unseen', {}).get('dataset')}",
+                         meta.get("unseen", {}).get("vs_retriever"))):
+        if rows:
+            print_rows(("metric", "re-ranked − retriever", "95% CI"),
+                       ((r["metric"], f"{r['diff']:+.3f}",
+                         f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]") for r in rows),
+                       title=f"{title}: paired difference on the same queries",
+                       right=("re-ranked − retriever",))

@@ -238,6 +238,16 @@ def train_dataset(rows: pd.DataFrame, loss: str, seed: int):
 
 # ----------------------------------------------------------------------------- run
 
+HEADLINE = ("ndcg@10", "mrr@10", "map@100")
+
+
+def paired_rows(run_a: Path, run_b: Path) -> list[dict[str, Any]]:
+    """Paired bootstrap differences (a − b) of the headline metrics on the same queries."""
+    from itsm_core.evaluation.paired import paired_difference
+
+    return [{"metric": m, **paired_difference(run_a, run_b, m)} for m in HEADLINE]
+
+
 
 @dataclass
 class RerankResult:
@@ -386,16 +396,26 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
     if cfg.evaluate_test:
         record = evaluate_model(spec, bench, run_dir / "evaluate", scorer=scorer,
                                 leaderboard=LEADERBOARD_CSV)
-        meta["test"] = {m: record.get(m) for m in ("ndcg@10", "mrr@10", "map@100")}
+        # the retriever alone on the same queries (no leaderboard row: it has its own)
+        evaluate_model(retriever, bench, run_dir / "retriever_test",
+                       scorer=scorer.retriever, leaderboard=None)
+        meta["test"] = {m: record.get(m) for m in HEADLINE}
+        meta["test_vs_retriever"] = paired_rows(run_dir / "evaluate",
+                                                run_dir / "retriever_test")
         other = other_dataset(cfg.dataset)
         if other:  # reported, never used for a choice: the re-ranker on duplicates elsewhere
+            other_bench = build_benchmark(processed_path(other))
             scorer_other = RerankScorer(load_scorer(retriever), model, choice.k, name=cfg.name)
-            unseen = evaluate_model(spec, build_benchmark(processed_path(other)),
-                                    run_dir / f"unseen_{other}", scorer=scorer_other,
-                                    leaderboard=LEADERBOARD_CSV, task="unseen",
+            unseen = evaluate_model(spec, other_bench, run_dir / f"unseen_{other}",
+                                    scorer=scorer_other, leaderboard=LEADERBOARD_CSV,
+                                    task="unseen",
                                     name=f"{scorer.name} (trained on {cfg.dataset})")
-            meta["unseen"] = {"dataset": other, **{m: unseen.get(m) for m in (
-                "ndcg@10", "mrr@10", "map@100")}}
+            evaluate_model(retriever, other_bench, run_dir / f"unseen_{other}_retriever",
+                           scorer=scorer_other.retriever, leaderboard=None)
+            meta["unseen"] = {"dataset": other, **{m: unseen.get(m) for m in HEADLINE},
+                              "vs_retriever": paired_rows(
+                                  run_dir / f"unseen_{other}",
+                                  run_dir / f"unseen_{other}_retriever")}
     meta["total_seconds"] = round(time.time() - t_start, 1)
     atomic_write_json(run_dir / CE_META_FILE, meta)
     return RerankResult(run_dir, model_dir, meta, record, unseen)

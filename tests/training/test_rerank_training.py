@@ -102,6 +102,10 @@ def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
     assert rec["model"] == f"rerank-{cfg.name}@{res.meta['retriever_name']}"
     board = read_leaderboard(isolated_results.leaderboard)
     assert rec["model"] in set(board["model"])
+    assert len(board) == 1  # the retriever's own pass on the same queries adds no row
+    diffs = {r["metric"]: r for r in meta["test_vs_retriever"]}
+    assert set(diffs) == {"ndcg@10", "mrr@10", "map@100"}
+    assert all(r["ci_low"] <= r["diff"] <= r["ci_high"] for r in diffs.values())
     # the saved folder is a spec everywhere: the factory builds the same two stages
     scorer = load_scorer(f"rerank:{res.model_dir}@{tiny_model}#{meta['k']}",
                          show_progress=False)
