@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 .PHONY: env setup lab lock check-lock browser serve test test-all pipeline data benchmark pairs train report leaderboard lint clean-env \
-	pretrain distill export index
+	pretrain distill rerank export index
 
 # Every version comes from the committed lock (pip-tools, hash-checked), so a library
 # release cannot change what `make pipeline` / `make test` run. `make lock` re-resolves it.
@@ -85,6 +85,11 @@ distill: data  ## ensemble(minilm-ft, minilm-simcse-ft) -> MiniLM student; repor
 	$(ITSM) ensemble --members minilm-ft,minilm-simcse-ft --trained-on it_tickets \
 	  --name ensemble-ft-simcse --out $$ens; \
 	$(ITSM) report distill --teacher $$ens --dataset it_tickets --profile $(PROFILE)
+
+rerank: data  ## cross-encoder re-ranker over the pipeline's minilm-ft (it_tickets): train, k on validation, test + unseen (paired vs the retriever), INT8 export, latency at k=10/30/100
+	$(ITSM) rerank --dataset it_tickets --retriever minilm-ft --profile $(PROFILE)
+	$(ITSM) export --reranker latest --dataset it_tickets
+	$(ITSM) bench rerank --reranker latest --onnx latest --retriever minilm-ft
 
 export: env  ## INT8 ONNX export of the pipeline's fine-tuned MiniLM (it_tickets), measured vs torch
 	$(ITSM) export --trained it_tickets --trained-name minilm-ft --max-seq-length 128

@@ -81,10 +81,11 @@ def bench_cmd(
     None,
     sizes: Annotated[str, typer.Option(
         help="store: synthetic corpus sizes")] = "50000,1000000",
-    reranker: Annotated[Path | None, typer.Option(
-        help="rerank: the cross-encoder folder (`itsm rerank` model/)")] = None,
-    onnx: Annotated[Path | None, typer.Option(
-        help="rerank: its INT8 export (`itsm export --reranker`), timed beside torch")] = None,
+    reranker: Annotated[str | None, typer.Option(
+        help="rerank: the cross-encoder folder (`itsm rerank` model/) or 'latest'")] = None,
+    onnx: Annotated[str | None, typer.Option(
+        help="rerank: its INT8 export (`itsm export --reranker`; 'latest' = the newest "
+        "export of that run), timed beside torch")] = None,
     retriever: Annotated[str, typer.Option(help="rerank: the first stage")] = "minilm",
 ) -> None:
     """Print measured figures: `itsm bench train` = pairs/s of the default recipe vs plain
@@ -166,15 +167,16 @@ def _bench_search(n: int, index: Path | None) -> None:
                   f"{res['bm25_build_seconds']} s; max RSS {res['max_rss_mb']} MB")
 
 
-def _bench_rerank(reranker: Path | None, onnx: Path | None, retriever: str, dataset: str,
+def _bench_rerank(reranker: str | None, onnx: str | None, retriever: str, dataset: str,
                   n: int) -> None:
+    from itsm_core.serving.export import resolve_reranker
     from itsm_core.serving.latency import rerank_latency
 
     if reranker is None:
         raise ItsmError("no re-ranker given", where="--reranker",
                         fix="pass the model/ folder of an `itsm rerank` run")
-    res = rerank_latency(reranker, retriever=retriever, dataset=dataset, n_queries=n,
-                         onnx=onnx)
+    res = rerank_latency(resolve_reranker(reranker), retriever=retriever, dataset=dataset,
+                         n_queries=n, onnx=resolve_reranker(onnx, onnx=True) if onnx else None)
     print_rows(("stage", "k", "p50 ms", "p95 ms"),
                ((escape(r["backend"]), r["k"] or "", f"{r['p50_ms']:.1f}",
                  f"{r['p95_ms']:.1f}") for r in res["rows"]),

@@ -42,18 +42,23 @@ def export_cmd(
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for CIs")] = 1000,
     fresh: Annotated[bool, typer.Option(
         help="export again even when an identical measured export exists")] = False,
-    reranker: Annotated[Path | None, typer.Option(
-        help="export this cross-encoder (an `itsm rerank` model/ folder) instead; checked "
-        "against torch on validation pairs of --dataset")] = None,
+    reranker: Annotated[str | None, typer.Option(
+        help="export this cross-encoder instead (an `itsm rerank` model/ folder, or 'latest'"
+        "); checked against torch on validation pairs of --dataset")] = None,
 ) -> None:
     """Export a model to ONNX (fp32 + dynamic per-channel INT8) with its tokenizer and
     pooling; the folder works as --model everywhere. Reports throughput, size, cosine
     agreement and the NDCG@10 delta (validation and test) side by side. An identical
     earlier export (same model files, options, code) is reused unless --fresh or --out."""
-    from itsm_core.serving.export import export_or_reuse, export_reranker_measured, resolve_model
+    from itsm_core.serving.export import (
+        export_or_reuse,
+        export_reranker_measured,
+        resolve_model,
+        resolve_reranker,
+    )
 
     if reranker is not None:
-        folder = export_reranker_measured(reranker, out_dir, dataset=dataset)
+        folder = export_reranker_measured(resolve_reranker(reranker), out_dir, dataset=dataset)
         out.print(f"exported re-ranker {escape(str(reranker))} -> [bold]{folder}[/]")
         _print_reranker_agreement(folder)
         return

@@ -185,7 +185,7 @@ def load_cross_encoder(path: str | Path, *, max_length: int | None = None,
     path = Path(path).expanduser()
     if not (path / "config.json").exists():
         raise ItsmError("not a cross-encoder folder (no config.json)", where=str(path),
-                        fix="train one with `itsm rerank train` and pass its model/ folder")
+                        fix="train one with `itsm rerank` and pass its model/ folder")
     from sentence_transformers import CrossEncoder
 
     return CrossEncoder(str(path), max_length=max_length, device=device or "cpu",

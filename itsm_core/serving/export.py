@@ -935,3 +935,31 @@ def export_reranker_measured(model_dir: str | Path, out: str | Path | None = Non
     tp = bench.threshold_pairs.sample(min(n_pairs, len(bench.threshold_pairs)),
                                       random_state=bench.config.seed)
     return export_reranker(src, out, pairs=list(zip(tp["text_a"], tp["text_b"])))
+
+
+def resolve_reranker(value: str | Path, *, onnx: bool = False) -> Path:
+    """``--reranker``: a folder as given, or ``latest`` = the newest finished ``itsm
+    rerank`` run's ``model/`` (``onnx=True``: the newest INT8 export inside that run).
+
+    Raises:
+        ItsmError: nothing found, with what to run.
+    """
+    from itsm_core.encoders.rerank import CE_EXPORT_FILE, CE_META_FILE
+    from itsm_core.runs.store import latest_folder
+
+    if str(value) != "latest":
+        return Path(value)
+    from itsm_core.core.config import MODELS_DIR
+
+    runs = sorted(p.parent for p in (MODELS_DIR / "rerankers").glob(f"*/{CE_META_FILE}")
+                  if (p.parent / "model").is_dir())
+    if not runs:
+        raise ItsmError("no trained re-ranker under models/rerankers/", where="latest",
+                        fix="run `itsm rerank` (or `make rerank`) first")
+    if not onnx:
+        return runs[-1] / "model"
+    found = latest_folder(runs[-1], CE_EXPORT_FILE)
+    if found is None:
+        raise ItsmError("the newest re-ranker has no export yet", where=str(runs[-1]),
+                        fix="run `itsm export --reranker latest` first")
+    return found

@@ -357,7 +357,9 @@ def rerank_latency(reranker: str | Path, *, retriever: str = "minilm",
                                                     replace=False)]
     queries = bench.texts.loc[q_ids].tolist()
     corpus = bench.texts.loc[bench.corpus_ids].tolist()
-    scorer = load_scorer(retriever, show_progress=False)
+    from itsm_core.training.rerank import resolve_retriever
+
+    scorer = load_scorer(resolve_retriever(retriever, dataset), show_progress=False)
     full = scorer.score_matrix(queries, corpus)
     tops = [_topk(row, min(max(ks), len(corpus))) for row in full]
     rows = []

@@ -347,3 +347,16 @@ def test_cache_command_shows_and_clears_the_embedding_cache(runner, tmp_path, mo
     monkeypatch.setenv("ITSM_EMBED_CACHE", "off")
     off = _invoke(runner, "cache")
     assert off.exit_code == 0 and "off" in off.output
+
+
+def test_rerank_bad_input_is_a_clean_message(runner, tiny_incidents: Path, tmp_path: Path,
+                                             isolated_results) -> None:
+    _assert_clean_failure(_invoke(runner, "rerank", "--loss", "hinge"), "unknown re-ranker loss",
+                          "bce")
+    _assert_clean_failure(_invoke(runner, "bench", "rerank"), "no re-ranker given",
+                          "--reranker")
+    _assert_clean_failure(_invoke(runner, "export", "--reranker", "latest"),
+                          "no trained re-ranker", "itsm rerank")
+    _assert_clean_failure(_invoke(runner, "evaluate", "--model", "rerank:nowhere@tfidf#5",
+                                  "--incidents", tiny_incidents, "--out", tmp_path / "r"),
+                          "not a cross-encoder folder", "itsm rerank")
