@@ -16,6 +16,7 @@ by hand, or a table refreshed without the README, is caught.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -376,7 +377,69 @@ def store_table(bench_dir: str | Path | None = None) -> Table:
                  _date(stamp))
 
 
+def _latest_reranker_run() -> Path | None:
+    from itsm_core.core.config import MODELS_DIR
+    from itsm_core.encoders.rerank import CE_META_FILE
+
+    runs = sorted(p.parent for p in (MODELS_DIR / "rerankers").glob(f"*/{CE_META_FILE}")
+                  if "total_seconds" in json.loads(p.read_text(encoding="utf-8")))
+    return runs[-1] if runs else None
+
+
+def rerank_table(run_dir: str | Path | None = None) -> Table:
+    """The newest finished re-ranker run (``make rerank``): k on validation, test and unseen
+    paired differences to the retriever alone, INT8 agreement and the added latency."""
+    from itsm_core.encoders.rerank import CE_EXPORT_FILE, CE_META_FILE
+    from itsm_core.runs.store import latest_file, latest_folder
+
+    run = Path(run_dir) if run_dir else _latest_reranker_run()
+    if run is None:
+        raise ItsmError("no finished re-ranker run under models/rerankers/",
+                        fix="run `make rerank` first")
+    meta = json.loads((run / CE_META_FILE).read_text(encoding="utf-8"))
+    sources = [_rel(run / CE_META_FILE)]
+    val = pd.DataFrame(meta["validation"]["table"]).rename(columns={"ndcg@10": "val ndcg@10"})
+    val["k"] = val["k"].map(lambda k: "retriever alone" if k == 0 else str(k))
+    parts = [f"Re-ranker `{meta['name']}` over `{meta['retriever_name']}` (trained on "
+             f"{meta['dataset']}, {meta['training_rows']['n']:,} (anchor, candidate) rows, "
+             f"{meta['training_rows']['guarded']:,} mined candidates kept as relevant by the "
+             f"label guard; {meta['train_seconds']:.0f} s of training). k chosen on "
+             f"validation: **{meta['k']}** ({meta['validation']['chosen_on']}).", "",
+             val.to_markdown(index=False), ""]
+    rows = []
+    for where, block in ((f"{meta['dataset']} test", meta.get("test_vs_retriever")),
+                         (f"{meta.get('unseen', {}).get('dataset')} test (unseen)",
+                          meta.get("unseen", {}).get("vs_retriever"))):
+        for r in block or []:
+            rows.append({"queries": where, "metric": r["metric"],
+                         "re-ranked − retriever [95 % CI]": _fmt(r["diff"], r["ci_low"],
+                                                                  r["ci_high"], signed=True)})
+    if rows:
+        parts += ["Paired difference on the same test queries:", "",
+                  pd.DataFrame(rows).to_markdown(index=False), ""]
+    export = latest_folder(run, CE_EXPORT_FILE)
+    if export is not None:
+        ag = json.loads((export / CE_EXPORT_FILE).read_text(encoding="utf-8")).get(
+            "agreement")
+        if ag:
+            parts += [f"INT8 export against torch on {ag['n_pairs']} validation pairs:", "",
+                      pd.DataFrame(ag["rows"]).to_markdown(index=False), ""]
+            sources.append(_rel(export / CE_EXPORT_FILE))
+    from itsm_core.core.config import RESULTS_DIR
+
+    lat = latest_file(RESULTS_DIR / "bench", "rerank_latency_*.json")
+    if lat is not None:
+        res = json.loads(lat.read_text(encoding="utf-8"))
+        df = pd.DataFrame(res["rows"])[["backend", "k", "p50_ms", "p95_ms"]]
+        parts += [f"Latency the re-ranker adds to one query ({res['n_queries']} validation "
+                  f"queries, {res['torch_threads']} threads):", "", df.to_markdown(index=False)]
+        sources.append(_rel(lat))
+    return Table("rerank", "\n".join(parts), sources, [meta.get("git_commit") or ""],
+                 _date(run.name.split("_", 1)[0]))
+
+
 ON_DEMAND: dict[str, Callable[[Path], bool]] = {
+    "rerank": lambda folder: _latest_reranker_run() is not None,
     "store": lambda folder: any(folder.glob("store_*.json")),
     "encode": lambda folder: bool(_backend_tables(folder)),
 }
@@ -395,6 +458,7 @@ TABLES: dict[str, Callable[[], Table]] = {
     "serve": serve_table,
     "store": store_table,
     "encode": encode_table,
+    "rerank": rerank_table,
 }
 """Every generated README table, by the name its marker uses."""
 

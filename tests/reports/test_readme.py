@@ -202,3 +202,34 @@ def test_tiers_table_tiers_every_model_with_its_diagnostic_and_the_ceiling(tmp_p
     # the tier by CI lower bounds fails: ROC-AUC 0.82 is not above the 0.82 bar
     assert rows["minilm-ft"].count("minimum viable") == 1
     assert "0.9" in rows["tfidf"].split("|")[-2]  # 3 grades of 2 pairs: ceiling ~0.95
+
+
+def test_rerank_table_renders_the_run_its_export_and_the_latency(tmp_path, monkeypatch):
+    import json
+
+    from itsm_core.encoders.rerank import CE_EXPORT_FILE, CE_META_FILE
+
+    run = tmp_path / "20261202T000000Z_minilm-ce_it_tickets"
+    (run / "onnx").mkdir(parents=True)
+    diff = [{"metric": "ndcg@10", "diff": 0.05, "ci_low": 0.03, "ci_high": 0.07}]
+    meta = {"name": "minilm-ce", "retriever_name": "minilm-ft", "dataset": "it_tickets",
+            "training_rows": {"n": 3000, "guarded": 400}, "train_seconds": 200.0, "k": 20,
+            "validation": {"chosen_on": "best ndcg@10 on validation split",
+                           "table": [{"k": 0, "ndcg@10": 0.69}, {"k": 20, "ndcg@10": 0.74}]},
+            "test_vs_retriever": diff,
+            "unseen": {"dataset": "gitbugs_hadoop", "vs_retriever": diff},
+            "git_commit": "abcdef0", "total_seconds": 900.0}
+    (run / CE_META_FILE).write_text(json.dumps(meta))
+    (run / "onnx" / CE_EXPORT_FILE).write_text(json.dumps({"agreement": {"n_pairs": 8, "rows": [
+        {"backend": "torch fp32", "pairs_per_s": 40.0},
+        {"backend": "onnx int8", "pairs_per_s": 120.0, "speedup": 3.0}]}}))
+    bench = tmp_path / "results" / "bench"
+    bench.mkdir(parents=True)
+    (bench / "rerank_latency_20261202T000001Z.json").write_text(json.dumps({
+        "n_queries": 5, "torch_threads": 2,
+        "rows": [{"backend": "cross-encoder torch fp32", "k": 10, "p50_ms": 250.0,
+                  "p95_ms": 300.0}]}))
+    monkeypatch.setattr("itsm_core.core.config.RESULTS_DIR", tmp_path / "results")
+    md = rt.rerank_table(run).markdown
+    assert "**20**" in md and "retriever alone" in md and "+0.050 [+0.030, +0.070]" in md
+    assert "gitbugs_hadoop test (unseen)" in md and "onnx int8" in md and "250" in md
