@@ -188,6 +188,19 @@ def tiny_incidents(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def tiny_bundle(tmp_path: Path) -> dict[str, Path]:
+    """The tiny incident file plus a sidecar manifest (labels, text fields), like a bundled
+    data set: ``{"incidents": path}``."""
+    from itsm_core.data.datasets import DatasetManifest, sidecar_path
+
+    path = tmp_path / "tiny.csv"
+    tiny_frame().to_csv(path, index=False)
+    DatasetManifest(name="tiny", text_fields=["short_description", "description"],
+                    labels=["category", "subcategory"]).save(sidecar_path(path))
+    return {"incidents": path}
+
+
+@pytest.fixture
 def tiny_links(tiny_incidents: Path) -> Path:
     """CSV of duplicate links over :func:`tiny_incidents` (``incident,duplicate_of,split``)."""
     path = tiny_incidents.parent / "tiny_links.csv"

@@ -65,6 +65,32 @@ def read_export_meta(path: str | Path) -> dict[str, Any]:
                         fix="re-run `itsm export`") from exc
 
 
+def fast_tokenizer(tok_file: Path, max_length: int):
+    """The exported fast tokenizer, unpadded (batches pad themselves), truncating."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tok_file))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(int(max_length))
+    return tokenizer
+
+
+def cpu_session(onnx_path: Path, threads: int | None = None):
+    """An ONNX Runtime CPU session with every graph optimisation; ``threads`` defaults to
+    torch's intra-op thread count, so comparisons with torch use the same cores."""
+    import onnxruntime as ort
+
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxEncoder:
     """ONNX Runtime encoder with the sentence-transformers ``encode`` signature.
 
@@ -76,9 +102,6 @@ class OnnxEncoder:
 
     def __init__(self, path: str | Path, variant: str | None = None,
                  threads: int | None = None, onnx_file: str | Path | None = None):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         p = Path(path)
         if p.suffix == ".onnx":
             variant = variant or next((v for v, f in ONNX_FILES.items() if f == p.name), None)
@@ -103,20 +126,9 @@ class OnnxEncoder:
         if not tok_file.exists():
             raise ItsmError("the export has no tokenizer/tokenizer.json", where=str(p),
                             fix="re-run `itsm export`")
-        self.tokenizer = Tokenizer.from_file(str(tok_file))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(self.max_seq_length)
+        self.tokenizer = fast_tokenizer(tok_file, self.max_seq_length)
         self.input_names = list(self.meta["input_names"])
-        if threads is None:
-            import torch
-
-            threads = torch.get_num_threads()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.onnx_path), opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.onnx_path, threads)
         self.spec = ModelSpec.from_dict(self.meta["spec"])
         suffix = "" if self.variant == "int8" else f"-{self.variant}"
         self.spec = replace(self.spec, key=self.spec.key + suffix, path=str(

@@ -97,8 +97,7 @@ class OnnxCrossEncoder:
                  threads: int | None = None):
         import json
 
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        from itsm_core.encoders.onnx import cpu_session, fast_tokenizer
 
         p = Path(path)
         if p.suffix == ".onnx":
@@ -123,19 +122,9 @@ class OnnxCrossEncoder:
             raise ItsmError("the re-ranker export is incomplete", where=str(p),
                             fix="re-run `itsm export --reranker <model folder>`")
         self.max_length = int(self.meta["max_length"])
-        self.tokenizer = Tokenizer.from_file(str(tok_file))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer = fast_tokenizer(tok_file, self.max_length)
         self.input_names = list(self.meta["input_names"])
-        if threads is None:
-            import torch
-
-            threads = torch.get_num_threads()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.onnx_path), opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.onnx_path, threads)
 
     def predict(self, pairs: Sequence[Sequence[str]], batch_size: int = 32,
                 show_progress_bar: bool = False, **_: Any) -> np.ndarray:

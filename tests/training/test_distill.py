@@ -31,19 +31,6 @@ def tiny_models(tmp_path_factory):
     return [build_tiny_model(root / f"tiny{i}", name=f"tiny{i}", seed=i) for i in range(2)]
 
 
-@pytest.fixture
-def bundle(tmp_path):
-    from conftest import tiny_frame
-
-    from itsm_core.data.datasets import DatasetManifest, sidecar_path
-
-    path = tmp_path / "tiny.csv"
-    tiny_frame().to_csv(path, index=False)
-    DatasetManifest(name="tiny", text_fields=["short_description", "description"],
-                    labels=["category", "subcategory"]).save(sidecar_path(path))
-    return {"incidents": path}
-
-
 def test_ensemble_config_errors():
     with pytest.raises(ItsmError, match="two members"):
         EnsembleConfig(members=["minilm"])
@@ -109,10 +96,10 @@ def test_zmean_mixes_lexical_members_and_concat_refuses_them(tiny_models, tmp_pa
         ens.embed(TEXTS)
 
 
-def test_ensemble_plugs_into_evaluate(tmp_path, tiny_models, bundle, isolated_results):
+def test_ensemble_plugs_into_evaluate(tmp_path, tiny_models, tiny_bundle, isolated_results):
     from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark, evaluate_model
 
-    bench = build_benchmark(bundle["incidents"], config=BenchmarkConfig(n_resamples=50))
+    bench = build_benchmark(tiny_bundle["incidents"], config=BenchmarkConfig(n_resamples=50))
     spec = "ensemble:" + ",".join(str(m) for m in tiny_models)
     rec = evaluate_model(spec, bench, tmp_path / "run", leaderboard=isolated_results.leaderboard)
     assert rec["model"].startswith("ensemble(") and 0 <= rec["ndcg@10"] <= 1
@@ -168,7 +155,7 @@ def test_lexical_teacher_is_a_clear_error():
 
 @pytest.mark.weights
 @pytest.mark.parametrize("loss", ["mse", "margin-mse"])
-def test_distill_tiny_ensemble_into_tiny_student(tmp_path, tiny_models, bundle, loss,
+def test_distill_tiny_ensemble_into_tiny_student(tmp_path, tiny_models, tiny_bundle, loss,
                                                  isolated_results):
     """2 steps end to end: teacher = ensemble of two tiny models, student = a tiny model;
     student and teacher are evaluated on test and compared (quality, size, speed)."""
@@ -181,11 +168,11 @@ def test_distill_tiny_ensemble_into_tiny_student(tmp_path, tiny_models, bundle, 
     cfg = config_for_profile("smoke", teacher=str(teacher), student=str(tiny_models[0]),
                              dataset="tiny", loss=loss, evaluate_test=True,
                              evaluate_teacher=True, output_dir=str(tmp_path / "run"))
-    res = run_distill(cfg, incidents_path=bundle["incidents"])
+    res = run_distill(cfg, incidents_path=tiny_bundle["incidents"])
     meta = res.meta
     assert meta["global_steps"] == 2 and meta["teacher_dim"] == 64 and meta["student_dim"] == 32
     emb = np.load(res.run_dir / "teacher_embeddings.npy")
-    n_train = len(pretrain_texts("tiny", incidents_path=bundle["incidents"]).texts)
+    n_train = len(pretrain_texts("tiny", incidents_path=tiny_bundle["incidents"]).texts)
     assert emb.shape == (min(n_train, cfg.max_texts), 64)
     if loss == "mse":
         assert meta["projection"] == "Linear(32→64)" and 0 <= meta["projection_init_r2"] <= 1

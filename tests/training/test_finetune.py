@@ -22,21 +22,6 @@ from itsm_core.training.finetune import (
     merge_adapter,
 )
 
-
-@pytest.fixture
-def tiny_bundle(tmp_path):
-    """The tiny incident file plus a sidecar manifest, like a bundled data set."""
-    from conftest import tiny_frame
-
-    from itsm_core.data.datasets import DatasetManifest, sidecar_path
-
-    path = tmp_path / "tiny.csv"
-    tiny_frame().to_csv(path, index=False)
-    DatasetManifest(name="tiny", text_fields=["short_description", "description"],
-                    labels=["category", "subcategory"]).save(sidecar_path(path))
-    return {"incidents": path}
-
-
 TEXTS = ["vpn drops every hour", "printer out of toner", "cannot log in to outlook",
          "laptop screen flickers after update"]
 

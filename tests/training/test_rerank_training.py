@@ -18,19 +18,6 @@ from itsm_core.training.rerank import (
 )
 
 
-@pytest.fixture
-def tiny_bundle(tmp_path):
-    from conftest import tiny_frame
-
-    from itsm_core.data.datasets import DatasetManifest, sidecar_path
-
-    path = tmp_path / "tiny.csv"
-    tiny_frame().to_csv(path, index=False)
-    DatasetManifest(name="tiny", text_fields=["short_description", "description"],
-                    labels=["category", "subcategory"]).save(sidecar_path(path))
-    return path
-
-
 def test_grade_counts_leading_label_levels_shared():
     keys = pd.DataFrame({"category": ["a", "a", "a", "b", None],
                          "subcategory": ["x", "x", "y", "x", "x"]},
@@ -54,7 +41,7 @@ def test_candidates_come_from_the_training_split_and_are_graded_by_labels(
 
     from itsm_core.data.corpus import load_corpus
 
-    corpus = load_corpus(tiny_bundle)
+    corpus = load_corpus(tiny_bundle["incidents"])
     keys = relevance_keys(corpus.incidents, ["category", "subcategory"], None)
     cfg = RerankConfig(max_anchors=50, max_corpus=0, num_negatives=3, range_max=10,
                        relative_margin=0.0)
@@ -90,7 +77,7 @@ def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
     cfg = config_for_profile("smoke", dataset="tiny", base=str(tiny_model),
                              retriever=str(tiny_model), evaluate_test=True,
                              output_dir=str(isolated_results.runs / "ce"))
-    res = train_reranker(cfg, incidents_path=tiny_bundle)
+    res = train_reranker(cfg, incidents_path=tiny_bundle["incidents"])
     meta = res.meta
     assert (res.model_dir / "config.json").exists() and (res.run_dir / CE_META_FILE).exists()
     assert meta["global_steps"] == cfg.max_steps and meta["training_rows"]["positives"] > 0
@@ -112,5 +99,5 @@ def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
     assert isinstance(scorer, RerankScorer) and scorer.k == meta["k"]
     assert scorer.name == rec["model"]
     with pytest.raises(ItsmError):  # never overwrite a run
-        train_reranker(cfg, incidents_path=tiny_bundle)
+        train_reranker(cfg, incidents_path=tiny_bundle["incidents"])
 
