@@ -58,8 +58,9 @@ def export_cmd(
     )
 
     if reranker is not None:
-        folder = export_reranker_measured(resolve_reranker(reranker), out_dir, dataset=dataset)
-        out.print(f"exported re-ranker {escape(str(reranker))} -> [bold]{folder}[/]")
+        src = resolve_reranker(reranker)
+        folder = export_reranker_measured(src, out_dir, dataset=dataset)
+        out.print(f"exported re-ranker {escape(str(src))} -> [bold]{folder}[/]")
         _print_reranker_agreement(folder)
         return
     src = resolve_model(model, trained, trained_name)
