@@ -114,6 +114,12 @@ def train_cmd(
         "[recipe: on]")] = None,
     matryoshka: Annotated[bool | None, typer.Option(
         "--matryoshka/--no-matryoshka", help="MatryoshkaLoss [recipe: on]")] = None,
+    guide: Annotated[str | None, typer.Option(
+        help="GISTEmbedLoss guide: a registry key, a model folder or 'base' (negatives the "
+        "guide scores above the positive are dropped) [recipe: none]")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="training arithmetic: fp32, bf16 or auto (bf16 where the CPU/GPU has it)")] =
+    None,
     name: Annotated[str | None, typer.Option(help="run name")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="run directory")] = None,
     resume: Annotated[str | None, typer.Option(help="checkpoint to resume from")] = None,
@@ -131,7 +137,8 @@ def train_cmd(
         batch_size=batch_size, name=name, output_dir=str(out_dir) if out_dir else None,
         resume_from_checkpoint=resume, pairs=str(pairs) if pairs else None,
         curriculum=curriculum, use_negatives=negatives, label_aware=label_aware,
-        matryoshka=matryoshka, reuse=False if fresh else None).items() if v is not None}
+        matryoshka=matryoshka, guide=guide, precision=precision,
+        reuse=False if fresh else None).items() if v is not None}
     res = run_training(config_for_profile(profile, model=model, dataset=dataset,
                                           evaluate_test=evaluate_test, **overrides))
     out.print(f"{'reused finished run (same recipe)' if res.meta.get('reused') else 'run'} "

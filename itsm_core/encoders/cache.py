@@ -105,12 +105,19 @@ def bf16_supported() -> bool:
     return cpu_has("avx512_bf16", "amx_bf16")
 
 
+DEFAULT_PRECISION = "fp32"
+"""What an unset ``ITSM_PRECISION`` means."""
+
+
 def precision() -> str:
-    """Torch inference precision: ``$ITSM_PRECISION`` (``fp32`` default, or ``bf16``)."""
-    value = os.environ.get("ITSM_PRECISION", "fp32").strip().lower() or "fp32"
+    """Torch inference precision: ``$ITSM_PRECISION`` — ``fp32``, ``bf16`` or ``auto``
+    (bf16 where :func:`bf16_supported`, else fp32); unset = :data:`DEFAULT_PRECISION`."""
+    value = (os.environ.get("ITSM_PRECISION", "").strip().lower() or DEFAULT_PRECISION)
+    if value == "auto":
+        return "bf16" if bf16_supported() else "fp32"
     if value not in PRECISIONS:
         raise ItsmError(f"ITSM_PRECISION={value!r} is not supported", where="environment",
-                        fix=f"use one of {', '.join(PRECISIONS)}")
+                        fix=f"use one of {', '.join((*PRECISIONS, 'auto'))}")
     return value
 
 

@@ -572,6 +572,9 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
                         fix="pass a new --out directory (every run gets its own)")
     scorer = scorer or load_scorer(model)
     extra: dict[str, Any] = {"model_arg": str(model)}
+    prec = getattr(getattr(scorer, "model", None), "precision", None)
+    if prec:  # torch arithmetic of the encoder (ITSM_PRECISION), recorded with the result
+        extra["precision"] = prec
     if hasattr(scorer, "calibrate"):  # e.g. hybrid fusion weight: chosen on VALIDATION only
         cal = scorer.calibrate(lambda: validation_benchmark(bench))
         extra["calibration"] = cal.describe() if hasattr(cal, "describe") else str(cal)

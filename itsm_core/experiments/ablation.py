@@ -27,6 +27,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_label_aware": {"label_aware": False},
     "plus_augmentation": {"augment": 0.5},
     "full_finetune": {"mode": "full"},
+    "guided": {"guide": "base"},
+    "guided_embedding_negatives": {"guide": "base", "use_negatives": True,
+                                   "pairs": {"negatives": "embedding"}},
+    "guided_mpnet": {"guide": "mpnet"},
 }
 """Each variant switches ONE thing relative to the default recipe (``TrainConfig()``):
 LoRA + MatryoshkaLoss over label-aware MNRL, curriculum order, (anchor, positive) pairs
@@ -41,6 +45,11 @@ DESCRIPTIONS = {
     "no_label_aware": "recipe, plain MNRL (same-label in-batch negatives kept)",
     "plus_augmentation": "recipe + augmented copies of half the pairs",
     "full_finetune": "recipe with full fine-tuning (lr 2e-5) instead of LoRA",
+    "guided": "recipe with GISTEmbedLoss (guide: the zero-shot base model) instead of "
+              "label-aware MNRL",
+    "guided_embedding_negatives": "guided + one hard negative mined by the base model: do "
+                                  "mined negatives help once the guide drops false ones?",
+    "guided_mpnet": "recipe with GISTEmbedLoss guided by zero-shot MPNet",
 }
 
 

@@ -6,6 +6,8 @@ The recipe (all parts switchable, so the ablation can measure each):
   split only; ``validate_pairs`` must pass — leakage is an error);
 - loss: ``MatryoshkaLoss(LabelAwareMNRL)`` with the model's Matryoshka dims; in-batch
   "negatives" that share the anchor's fine label are masked out (they are not negatives);
+  or, with a guide model, ``MatryoshkaLoss(GISTEmbedLoss)``: negatives the guide scores
+  above the positive are masked instead (:func:`build_loss`);
 - curriculum: rows ordered easy → medium → hard and fed by a phase-ordered batch sampler
   under ONE optimizer and ONE cosine schedule (warm-up 15 %, weight decay 0.01);
 - adapters: LoRA via ``model.add_adapter`` with the registry's target modules, or full
@@ -108,6 +110,18 @@ class TrainConfig:
     fine-tune and a built unseen data set); None = keep the tune as trained."""
     forget_tolerance: float = 0.01
     """How far the unseen score may fall below the base model's for an α to be chosen."""
+    guide: str | None = None
+    """False-negative-aware training: a guide model (a registry key, a model folder, or
+    ``base`` = the zero-shot base model) for GISTEmbedLoss inside Matryoshka — in-batch and
+    mined negatives that the guide scores above the anchor's positive are left out of the
+    loss. None = label-aware (or plain) MNRL."""
+    guide_margin: float = 0.0
+    """GISTEmbedLoss's absolute margin: a candidate is dropped when the guide scores it
+    above (positive − margin)."""
+    precision: str = "fp32"
+    """Training arithmetic: ``fp32``, ``bf16`` (torch autocast; weights and optimizer stay
+    fp32) or ``auto`` (bf16 on CPUs with native bf16 — AVX-512 BF16 / AMX — or a bf16 GPU,
+    else fp32). The resolved value is recorded in ``train_meta.json``."""
     extra: dict[str, Any] = field(default_factory=dict)
     reuse: bool = field(default_factory=reuse_runs)
     """Return the finished run of an identical recipe instead of training again (see
@@ -118,6 +132,19 @@ class TrainConfig:
             raise ItsmError(f"unknown training mode {self.mode!r}", where="--mode",
                             fix="use 'lora' or 'full'")
         return self.learning_rate or DEFAULT_LR[self.mode]
+
+    def use_bf16(self) -> bool:
+        """Whether this run trains under bf16 autocast (``precision`` resolved here)."""
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ItsmError(f"unknown training precision {self.precision!r}",
+                            where="precision", fix="use 'fp32', 'bf16' or 'auto'")
+        if self.precision != "auto":
+            return self.precision == "bf16"
+        if torch.cuda.is_available():
+            return torch.cuda.is_bf16_supported()
+        from itsm_core.core.compat import cpu_has
+
+        return cpu_has("avx512_bf16", "amx_bf16")
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -153,6 +180,87 @@ class LabelAwareMNRL(MultipleNegativesRankingLoss):
             return super().compute_loss_from_embeddings(embeddings, labels)
         finally:
             self.similarity_fct = base
+
+
+class MemoForward:
+    """A frozen guide's forward with the last few batches remembered by content.
+
+    MatryoshkaLoss calls the inner loss once per Matryoshka dimension, and GISTEmbedLoss runs
+    its guide on every call: without this, the guide encodes the same batch once per
+    dimension (4x for MiniLM's 384/256/128/64). The key is a hash of the token ids and the
+    attention mask, so a hit is the same input; the guide runs under ``no_grad`` in eval
+    mode, so its output for one input is the same.
+    """
+
+    def __init__(self, forward, size: int = 3):
+        self.forward, self.size = forward, size
+        self.memo: dict[bytes, dict[str, torch.Tensor]] = {}
+        self.stats = {"hits": 0, "misses": 0}
+
+    @staticmethod
+    def key(features: dict[str, torch.Tensor]) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for name in ("input_ids", "attention_mask"):
+            t = features.get(name)
+            if t is not None:
+                h.update(str(tuple(t.shape)).encode())
+                h.update(t.detach().cpu().numpy().tobytes())
+        return h.digest()
+
+    def __call__(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        k = self.key(features)
+        if k in self.memo:
+            self.stats["hits"] += 1
+            features.update(self.memo[k])
+            return features
+        self.stats["misses"] += 1
+        out = self.forward(features)
+        self.memo[k] = {n: v for n, v in out.items() if isinstance(v, torch.Tensor)
+                        and n not in ("input_ids", "attention_mask", "token_type_ids")}
+        while len(self.memo) > self.size:
+            self.memo.pop(next(iter(self.memo)))
+        return out
+
+
+def load_guide(cfg: TrainConfig):
+    """The frozen guide model of a guided run (``cfg.guide``), in eval mode, forward memoised
+    (:class:`MemoForward`); None when the run has no guide."""
+    from itsm_core.encoders.registry import load_sentence_transformer
+
+    if not cfg.guide:
+        return None
+    guide, _ = load_sentence_transformer(cfg.model if cfg.guide == "base" else cfg.guide)
+    guide.eval()
+    for param in guide.parameters():
+        param.requires_grad_(False)
+    guide.forward = MemoForward(guide.forward)
+    return guide
+
+
+def build_loss(model, spec, cfg: TrainConfig, guide=None):  # noqa: ANN001
+    """The recipe's loss: ``(inner, loss)`` with ``loss`` = MatryoshkaLoss(inner) over the
+    model's Matryoshka dims (or ``inner`` alone without Matryoshka).
+
+    ``inner`` is GISTEmbedLoss with ``guide`` (temperature 1/``mnrl_scale``, like MNRL's
+    scale; anchor–positive and anchor–negative logits only, as in MNRL), else label-aware
+    MNRL, else plain MNRL.
+    """
+    from sentence_transformers.sentence_transformer.losses import (
+        GISTEmbedLoss,
+        MatryoshkaLoss,
+    )
+
+    if guide is not None:
+        inner = GISTEmbedLoss(model, guide=guide, temperature=1.0 / cfg.mnrl_scale,
+                              margin_strategy="absolute", margin=cfg.guide_margin,
+                              contrast_anchors=False, contrast_positives=False)
+    elif cfg.label_aware:
+        inner = LabelAwareMNRL(model, scale=cfg.mnrl_scale)
+    else:
+        inner = MultipleNegativesRankingLoss(model, scale=cfg.mnrl_scale)
+    dims = [d for d in spec.eval_dims if d <= spec.dim]
+    return inner, (MatryoshkaLoss(model, inner, matryoshka_dims=dims) if cfg.matryoshka
+                   else inner)
 
 
 class PhaseOrderedBatchSampler(DefaultBatchSampler):
@@ -483,6 +591,7 @@ def recipe_key(cfg: TrainConfig, pairs: pd.DataFrame, incidents_path: Path,
                                           "peft")).items():
         h.update(f"{dist}={version}".encode())
     h.update(str(torch.get_num_threads()).encode())
+    h.update(f"bf16={cfg.use_bf16()}".encode())  # 'auto' resolves per machine
     return h.hexdigest()
 
 
@@ -610,7 +719,6 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
     from transformers import EarlyStoppingCallback
 
     from itsm_core.data.datasets import processed_path, read_sidecar
@@ -656,10 +764,9 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     if cfg.mode == "lora":
         add_lora(model, spec, cfg)
     train_ds, phases = build_train_dataset(pairs, cfg)
-    inner = (LabelAwareMNRL(model, scale=cfg.mnrl_scale) if cfg.label_aware
-             else MultipleNegativesRankingLoss(model, scale=cfg.mnrl_scale))
+    guide = load_guide(cfg)
+    inner, loss = build_loss(model, spec, cfg, guide)
     dims = [d for d in spec.eval_dims if d <= spec.dim]
-    loss = MatryoshkaLoss(model, inner, matryoshka_dims=dims) if cfg.matryoshka else inner
 
     val_bench = subsample_corpus(build_benchmark(inc_path, config=BenchmarkConfig(
         query_split="validation", threshold_split="validation", n_resamples=0)),
@@ -680,6 +787,7 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         metric_for_best_model="eval_validation_ndcg@10", greater_is_better=True,
         logging_steps=max(1, eval_steps // 5), report_to="none",
         use_cpu=not torch.cuda.is_available(), dataloader_drop_last=False, disable_tqdm=False,
+        bf16=cfg.use_bf16(),
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_ds, loss=loss, evaluator=evaluator,
@@ -714,11 +822,14 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         "base_model": spec.key,
         "train_config": asdict(cfg),
         "learning_rate": cfg.lr(),
+        "precision": "bf16" if cfg.use_bf16() else "fp32",
         "trainer_args": {k: v for k, v in trainer.args.to_dict().items()
                          if isinstance(v, (int, float, str, bool, type(None)))},
         "lora_wrapped_modules": wrapped,
         "matryoshka_dims": dims if cfg.matryoshka else [],
         "loss": type(inner).__name__ + (" in MatryoshkaLoss" if cfg.matryoshka else ""),
+        "guide": ({"model": cfg.guide, "margin": cfg.guide_margin,
+                   "forward_memo": guide.forward.stats} if guide is not None else None),
         "pairs": {"n_used": n_pairs, "meta": pairs.attrs.get("meta", {}),
                   "quality": report.to_dict(),
                   "file": cfg.pairs, "sha256": sha256_file(cfg.pairs) if cfg.pairs else None},

@@ -178,6 +178,19 @@ def test_bad_settings_say_what_to_do(monkeypatch, env, value):
     assert err.value.fix
 
 
+def test_precision_auto_follows_the_cpu_and_unset_is_the_default(monkeypatch):
+    monkeypatch.setenv("ITSM_PRECISION", "auto")
+    monkeypatch.setattr(C, "bf16_supported", lambda: True)
+    assert C.precision() == "bf16"
+    monkeypatch.setattr(C, "bf16_supported", lambda: False)
+    assert C.precision() == "fp32"
+    monkeypatch.setenv("ITSM_PRECISION", "BF16")
+    assert C.precision() == "bf16"
+    monkeypatch.delenv("ITSM_PRECISION")
+    monkeypatch.setattr(C, "DEFAULT_PRECISION", "fp32")
+    assert C.precision() == "fp32"
+
+
 def test_unwritable_cache_folder_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

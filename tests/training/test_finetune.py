@@ -254,3 +254,86 @@ def test_no_unseen_data_set_is_a_note_not_an_error():
     assert "no unseen" in forgetting(SimpleNamespace(unseen_record=None))["note"].iat[0]
     assert unseen_dataset(TrainConfig(dataset="gitbugs_hadoop", unseen_dataset=None)) is None
     assert unseen_dataset(TrainConfig(dataset="x", unseen_dataset="x")) is None
+
+
+def test_precision_resolves_auto_from_the_cpu_and_rejects_unknown(monkeypatch):
+    import itsm_core.core.compat as compat
+
+    assert TrainConfig(precision="fp32").use_bf16() is False
+    assert TrainConfig(precision="bf16").use_bf16() is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(compat, "cpu_has", lambda *flags: True)
+    assert TrainConfig(precision="auto").use_bf16() is True
+    monkeypatch.setattr(compat, "cpu_has", lambda *flags: False)
+    assert TrainConfig(precision="auto").use_bf16() is False
+    with pytest.raises(ItsmError, match="precision"):
+        TrainConfig(precision="fp16").use_bf16()
+
+
+def test_guide_forward_memo_hits_only_the_same_input():
+    from itsm_core.training.finetune import MemoForward
+
+    calls = []
+
+    def forward(features):
+        calls.append(1)
+        return {**features, "sentence_embedding": features["input_ids"].float() * 2}
+
+    memo = MemoForward(forward, size=2)
+    a = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3)}
+    b = {"input_ids": torch.tensor([[1, 2, 4]]), "attention_mask": torch.ones(1, 3)}
+    first = memo(dict(a))["sentence_embedding"]
+    again = memo(dict(a))["sentence_embedding"]  # same content, a new dict: a hit
+    assert torch.equal(first, again) and len(calls) == 1
+    assert torch.equal(memo(dict(b))["sentence_embedding"], b["input_ids"].float() * 2)
+    assert len(calls) == 2 and memo.stats == {"hits": 1, "misses": 2}
+    memo({"input_ids": torch.tensor([[9]]), "attention_mask": torch.ones(1, 1)})
+    memo(dict(a))  # evicted (size 2): encoded again
+    assert len(calls) == 4
+
+
+@pytest.mark.weights
+def test_guided_loss_drops_negatives_the_guide_scores_above_the_positive():
+    """GISTEmbedLoss with the base model as guide: a batch whose 2nd pair repeats the 1st
+    anchor's text has a false negative that MNRL would push away; the guided loss masks it
+    (lower loss), and the guide is run once per column, not once per Matryoshka dim."""
+    from sentence_transformers.sentence_transformer.losses import (
+        GISTEmbedLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    from itsm_core.encoders.registry import load_sentence_transformer
+    from itsm_core.training.finetune import build_loss, load_guide
+
+    model, spec = load_sentence_transformer("minilm")
+    cfg = TrainConfig(guide="base", label_aware=False)
+    guide = load_guide(cfg)
+    inner, loss = build_loss(model, spec, cfg, guide)
+    assert isinstance(inner, GISTEmbedLoss) and type(loss).__name__ == "MatryoshkaLoss"
+    assert not any(p.requires_grad for p in guide.parameters())
+    anchors = ["vpn drops every hour", "vpn drops every hour", "printer out of toner"]
+    positives = ["vpn disconnects hourly", "vpn connection lost each hour",
+                 "toner empty on printer"]
+    features = [model.preprocess(anchors), model.preprocess(positives)]
+    labels = torch.zeros(3)
+    with torch.no_grad():
+        guided = loss(features, labels)
+        n_dims = len([d for d in spec.eval_dims if d <= spec.dim])
+        assert guide.forward.stats == {"hits": 2 * (n_dims - 1), "misses": 2}
+        _, plain = build_loss(model, spec, TrainConfig(label_aware=False))
+        unguided = plain([model.preprocess(anchors), model.preprocess(positives)], labels)
+    assert isinstance(plain.loss, MultipleNegativesRankingLoss)
+    assert guided < unguided
+
+
+@pytest.mark.weights
+def test_guided_smoke_run_records_its_guide(tmp_path, tiny_bundle):
+    from itsm_core.training.finetune import run_training
+
+    cfg = config_for_profile("smoke", model="minilm", dataset="tiny", guide="base",
+                             max_steps=2, wise_ft=None, output_dir=str(tmp_path / "run"))
+    res = run_training(cfg, incidents_path=tiny_bundle["incidents"])
+    assert res.meta["loss"] == "GISTEmbedLoss in MatryoshkaLoss"
+    assert res.meta["guide"]["model"] == "base"
+    assert res.meta["guide"]["forward_memo"]["hits"] > 0
+    assert res.meta["precision"] == "fp32"
