@@ -30,6 +30,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # machine oversubscribed torch threads spin and run 10-20x slower
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# tests' tolerances (INT8 vs torch, cache bit-identity) are for fp32 torch inference on
+# every CPU; the bf16 path has its own tests
+os.environ.setdefault("ITSM_PRECISION", "fp32")
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="itsm-test-home-"))
 os.environ["ITSM_HOME"] = str(_SESSION_HOME)  # forced: tests never write into the project
 # forced too: the tests' embedding cache is their own, never the user's

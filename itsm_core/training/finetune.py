@@ -118,10 +118,12 @@ class TrainConfig:
     guide_margin: float = 0.0
     """GISTEmbedLoss's absolute margin: a candidate is dropped when the guide scores it
     above (positive − margin)."""
-    precision: str = "fp32"
+    precision: str = "auto"
     """Training arithmetic: ``fp32``, ``bf16`` (torch autocast; weights and optimizer stay
     fp32) or ``auto`` (bf16 on CPUs with native bf16 — AVX-512 BF16 / AMX — or a bf16 GPU,
-    else fp32). The resolved value is recorded in ``train_meta.json``."""
+    else fp32). The resolved value is recorded in ``train_meta.json``. ``auto`` was chosen
+    on validation: the default recipe in bf16 reached 0.6914 validation NDCG@10 against
+    0.6916 in fp32, the same WiSE-FT α, in 272 s of training instead of 382 s."""
     extra: dict[str, Any] = field(default_factory=dict)
     reuse: bool = field(default_factory=reuse_runs)
     """Return the finished run of an identical recipe instead of training again (see
@@ -316,6 +318,17 @@ def subsample_corpus(bench, max_corpus: int, seed: int = SEED):
                    grades=bench.grades[:, keep])
 
 
+def in_memory_scorer(spec, model):  # noqa: ANN001
+    """A DenseScorer over a model being trained, at the inference precision of every other
+    torch encoder (``ITSM_PRECISION``, :func:`itsm_core.encoders.cache.precision`), never
+    cached (its weights change between calls)."""
+    from itsm_core.encoders.cache import wrap_encoder
+    from itsm_core.encoders.scorers import DenseScorer
+
+    return DenseScorer(spec, model=wrap_encoder(model, spec.key, None, cache=False),
+                       show_progress=False)
+
+
 def validation_evaluator(bench, spec, name: str = "validation"):
     """A sentence-transformers evaluator running evaluate_v2 retrieval on validation.
 
@@ -324,7 +337,6 @@ def validation_evaluator(bench, spec, name: str = "validation"):
     """
     from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
-    from itsm_core.encoders.scorers import DenseScorer
     from itsm_core.evaluation.benchmark import _masked_scores
 
     class RetrievalValidationEvaluator(SentenceEvaluator):
@@ -335,7 +347,7 @@ def validation_evaluator(bench, spec, name: str = "validation"):
             self.primary_metric = "ndcg@10"
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
-            scorer = DenseScorer(spec, model=model, show_progress=False)
+            scorer = in_memory_scorer(spec, model)
             was_training = model.training
             model.eval()
             with torch.no_grad():
@@ -635,7 +647,6 @@ def choose_wise_ft(cfg: TrainConfig, spec, tuned, target_bench, other: str):  # 
     """
     from itsm_core.data.datasets import processed_path
     from itsm_core.encoders.registry import load_sentence_transformer
-    from itsm_core.encoders.scorers import DenseScorer
     from itsm_core.evaluation.benchmark import decision_benchmark, retrieval_per_query
     from itsm_core.training import wiseft
 
@@ -645,7 +656,7 @@ def choose_wise_ft(cfg: TrainConfig, spec, tuned, target_bench, other: str):  # 
     base.max_seq_length = tuned.max_seq_length  # both sides at the tune's token limit
 
     def score(model) -> dict[str, float]:  # noqa: ANN001
-        scorer = DenseScorer(spec, model=model, show_progress=False)
+        scorer = in_memory_scorer(spec, model)
         target = retrieval_per_query(scorer, target_bench)
         unseen = retrieval_per_query(scorer, unseen_bench)
         return {"target": float(target["ndcg@10"].mean()),

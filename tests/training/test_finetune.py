@@ -336,4 +336,4 @@ def test_guided_smoke_run_records_its_guide(tmp_path, tiny_bundle):
     assert res.meta["loss"] == "GISTEmbedLoss in MatryoshkaLoss"
     assert res.meta["guide"]["model"] == "base"
     assert res.meta["guide"]["forward_memo"]["hits"] > 0
-    assert res.meta["precision"] == "fp32"
+    assert res.meta["precision"] == ("bf16" if cfg.use_bf16() else "fp32")
