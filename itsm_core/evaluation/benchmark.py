@@ -573,8 +573,8 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
     scorer = scorer or load_scorer(model)
     extra: dict[str, Any] = {"model_arg": str(model)}
     prec = getattr(getattr(scorer, "model", None), "precision", None)
-    if prec:  # torch arithmetic of the encoder (ITSM_PRECISION), recorded with the result
-        extra["precision"] = prec
+    if prec:  # torch arithmetic of the encoder (ITSM_PRECISION); "precision" is a metric
+        extra["encoder_precision"] = prec
     if hasattr(scorer, "calibrate"):  # e.g. hybrid fusion weight: chosen on VALIDATION only
         cal = scorer.calibrate(lambda: validation_benchmark(bench))
         extra["calibration"] = cal.describe() if hasattr(cal, "describe") else str(cal)

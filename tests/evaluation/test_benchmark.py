@@ -149,6 +149,16 @@ def test_evaluate_model_writes_run(bench, tmp_path: Path, isolated_results) -> N
     assert len(read_leaderboard()) == 1
 
 
+@pytest.mark.weights
+def test_dense_record_names_its_arithmetic_beside_the_precision_metric(
+        bench, tmp_path: Path, isolated_results) -> None:
+    """``precision`` is the pair-classification metric; the encoder's torch arithmetic is
+    ``encoder_precision`` (a string there once broke every printed record)."""
+    rec = evaluate_model("minilm", bench, tmp_path / "run")
+    assert isinstance(rec["precision"], float)
+    assert rec["encoder_precision"] in ("fp32", "bf16")
+
+
 # ---------------------------------------------------------------------------- other modes
 
 
