@@ -228,11 +228,17 @@ def timing_run(
 @friendly
 def timing_show() -> None:
     """Finish the record: print the stage table, write reports/pipeline_timing.json."""
-    from itsm_core.experiments.timing import TIMING_JSON, finish, timing_table
+    from itsm_core.experiments.timing import TIMING_JSON, finish, steps_table, timing_table
 
-    table = timing_table(finish())
+    record = finish()
+    table = timing_table(record)
     print_rows(table.columns, table.itertuples(index=False),
                title="make pipeline: wall time per stage")
+    steps = steps_table(record, min_seconds=1.0)
+    if len(steps):
+        print_rows(steps.columns, ((r.stage, escape(r.command), r.seconds, r.share)
+                                   for r in steps.itertuples(index=False)),
+                   title="where the time went: each itsm command of a stage")
     out.print(f"timing -> {TIMING_JSON}")
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
 from typing import Annotated
 
 import typer
@@ -20,6 +22,8 @@ from itsm_core.cli.common import friendly
 from itsm_core.cli.data import data_app
 from itsm_core.cli.reports import pipeline_cmd, readme_cmd, report_app
 from itsm_core.core import compat
+
+_STARTED = time.perf_counter()  # a timed step includes the CLI's own imports
 
 # no model hub at run time unless the user explicitly allows it
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,10 +35,21 @@ app = typer.Typer(help="Fine-tune and honestly evaluate embedding models for ITS
 
 @app.callback()
 @friendly
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def main(ctx: typer.Context,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from itsm_core.experiments.timing import STAGE_ENV
+
+    if os.environ.get(STAGE_ENV):  # inside `make pipeline`: this command is one step
+        ctx.call_on_close(_record_step)
     compat.check()  # a known-broken library combination stops here, in one line
+
+
+def _record_step() -> None:
+    from itsm_core.experiments.timing import record_step
+
+    record_step(" ".join(["itsm", *sys.argv[1:]]), time.perf_counter() - _STARTED)
 
 
 COMMANDS = {

@@ -7,6 +7,12 @@ wall time and records it; ``itsm timing show`` prints the table and writes
     {"total_seconds": 1234.5, "stages": [{"name": "data", "seconds": 12.3, "rc": 0}, …],
      "started": "…", "finished": "…", "git_commit": "…"}
 
+Inside a stage, every ``itsm`` command records its own wall time as a *step*
+(``"steps": [{"stage": "index", "command": "itsm bench search", "seconds": 4.2}, …]``):
+:func:`run_stage` names the stage in ``ITSM_TIMING_STAGE`` for its subprocess, and the CLI
+calls :func:`record_step` when a command ends, so the table says which command of a stage
+the time went to without a second run.
+
 Stages are recorded in a working file next to it (``pipeline_timing.partial.json``) that
 ``itsm timing reset`` starts anew, so a failed stage still leaves the times of the stages
 before it. Every finished record is also kept as ``models/results/timing/pipeline_<ts>.json``
@@ -31,6 +37,10 @@ from itsm_core.core.io import atomic_write_json, file_lock, git_commit, timestam
 
 TIMING_JSON = REPORTS_DIR / "pipeline_timing.json"
 HISTORY_DIR = RESULTS_DIR / "timing"
+STAGE_ENV = "ITSM_TIMING_STAGE"
+"""Set by :func:`run_stage` for its subprocess: the stage an ``itsm`` command belongs to."""
+PATH_ENV = "ITSM_TIMING_FILE"
+"""Set by :func:`run_stage`: the timing file whose partial record takes the steps."""
 
 
 def _partial(path: Path) -> Path:
@@ -64,9 +74,12 @@ def run_stage(name: str, command: Sequence[str], path: str | Path = TIMING_JSON)
     if not command:
         raise ItsmError("no command to time", where="itsm timing run",
                         fix="itsm timing run --stage NAME -- make NAME")
+    import os
+
     t0 = time.perf_counter()
+    env = {**os.environ, STAGE_ENV: name, PATH_ENV: str(Path(path).resolve())}
     try:
-        rc = subprocess.call(list(command))
+        rc = subprocess.call(list(command), env=env)
     except FileNotFoundError as exc:
         raise ItsmError(f"cannot run {command[0]!r}: {exc}", where="itsm timing run") from None
     seconds = time.perf_counter() - t0
@@ -76,6 +89,48 @@ def run_stage(name: str, command: Sequence[str], path: str | Path = TIMING_JSON)
         record["stages"].append({"name": name, "seconds": round(seconds, 1), "rc": rc})
         atomic_write_json(part, record)
     return rc
+
+
+def record_step(command: str, seconds: float, rc: int | None = None,
+                stage: str | None = None, path: str | Path | None = None) -> bool:
+    """Record one command's wall time inside the stage now being timed.
+
+    Args:
+        command: what ran (``itsm bench search``); seconds: its wall time; rc: exit code
+            where known.
+        stage / path: default to ``ITSM_TIMING_STAGE`` / ``ITSM_TIMING_FILE`` (set by
+            :func:`run_stage`).
+
+    Returns:
+        Whether a step was recorded (False outside a timed stage, so a user's own ``itsm``
+        call never writes timing files).
+    """
+    import os
+
+    stage = stage or os.environ.get(STAGE_ENV)
+    path = path or os.environ.get(PATH_ENV)
+    if not stage or not path:
+        return False
+    part = _partial(Path(path))
+    with file_lock(part):
+        record = _read(part)
+        record.setdefault("steps", []).append(
+            {"stage": stage, "command": command, "seconds": round(seconds, 1), "rc": rc})
+        atomic_write_json(part, record)
+    return True
+
+
+def steps_table(record: dict[str, Any], min_seconds: float = 0.0) -> pd.DataFrame:
+    """The ``itsm`` commands of each stage with their wall time and share of the total,
+    longest first (``min_seconds``: leave out the short ones); empty without steps."""
+    steps = pd.DataFrame(record.get("steps") or [],
+                         columns=["stage", "command", "seconds", "rc"])
+    if steps.empty:
+        return steps[["stage", "command", "seconds"]]
+    total = float(record.get("total_seconds") or sum(s["seconds"] for s in record["stages"]))
+    steps = steps[steps["seconds"] >= min_seconds].sort_values("seconds", ascending=False)
+    steps["share"] = (steps["seconds"] / total).map(lambda s: f"{s:.0%}")
+    return steps[["stage", "command", "seconds", "share"]].reset_index(drop=True)
 
 
 def finish(path: str | Path = TIMING_JSON, history: str | Path | None = HISTORY_DIR

@@ -245,7 +245,7 @@ def timing_table(path: str | Path | None = None, history: str | Path | None = No
     and, when the timing history holds the run before it, both side by side."""
     import json
 
-    from itsm_core.experiments.timing import HISTORY_DIR, TIMING_JSON, compare_runs
+    from itsm_core.experiments.timing import HISTORY_DIR, TIMING_JSON, compare_runs, steps_table
     from itsm_core.experiments.timing import timing_table as stage_table
 
     path = Path(path or TIMING_JSON)
@@ -255,15 +255,20 @@ def timing_table(path: str | Path | None = None, history: str | Path | None = No
     runs = [(f, json.loads(f.read_text(encoding="utf-8")))
             for f in sorted(Path(history or HISTORY_DIR).glob("pipeline_*.json"))]
     earlier = [(f, r) for f, r in runs if r.get("finished", "") < record.get("finished", "")]
+    steps = steps_table(record, min_seconds=5.0)
+    steps_md = ("\n\nWhere the time went inside the stages (each `itsm` command of the last "
+                "run, 5 s or more, longest first):\n\n" + steps.to_markdown(index=False)
+                if len(steps) else "")
     if not earlier:
         table = stage_table(record).drop(columns=["rc"])
-        return Table("timing", table.to_markdown(index=False), [_rel(path)],
+        return Table("timing", table.to_markdown(index=False) + steps_md, [_rel(path)],
                      [record.get("git_commit") or ""], _date(record.get("finished")))
     prev_file, prev = earlier[-1]
     table = compare_runs(prev, record).rename(columns={
         "earlier s": f"run of {prev['started'][:15]} s",
         "later s": f"run of {record['started'][:15]} s"})
-    return Table("timing", table.to_markdown(index=False), [_rel(prev_file), _rel(path)],
+    return Table("timing", table.to_markdown(index=False) + steps_md,
+                 [_rel(prev_file), _rel(path)],
                  [prev.get("git_commit") or "", record.get("git_commit") or ""],
                  _date(record.get("finished")))
 

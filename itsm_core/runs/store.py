@@ -113,13 +113,15 @@ def latest_folder(parent: str | Path, marker: str) -> Path | None:
     return found[-1] if found else None
 
 
-def latest_matching(parent: str | Path, marker: str, key: str, value: Any
-                    ) -> Path | None:
+def latest_matching(parent: str | Path, marker: str, key: str, value: Any,
+                    where: Callable[[dict], bool] | None = None) -> Path | None:
     """The newest sub-folder of ``parent`` whose JSON ``marker`` file has ``key == value``
-    (e.g. the finished training run of one recipe), or None; unreadable files are skipped."""
+    (e.g. the finished training run of one recipe) and, with ``where``, passes that test
+    too; None when there is none; unreadable files are skipped."""
     for f in sorted(Path(parent).glob(f"*/{marker}"), reverse=True):
         try:
-            if json.loads(f.read_text(encoding="utf-8")).get(key) == value:
+            meta = json.loads(f.read_text(encoding="utf-8"))
+            if meta.get(key) == value and (where is None or where(meta)):
                 return f.parent
         except (OSError, ValueError, AttributeError):
             continue

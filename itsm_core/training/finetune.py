@@ -804,10 +804,14 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         model=model, args=args, train_dataset=train_ds, loss=loss, evaluator=evaluator,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
     )
+    clock = PhaseClock(t_start)
+    clock.mark("setup (model, pairs, benchmarks)")
     base_val = evaluator(model)
+    clock.mark("zero-shot validation pass")
     t0 = time.time()
     trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
     train_seconds = time.time() - t0
+    clock.mark("training steps + validation passes")
     if _dist_rank() != 0:
         return TrainResult(run_dir, run_dir / "model", {}, None)
 
@@ -818,10 +822,12 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         model.save_pretrained(str(adapter_dir))
         if cfg.merge:
             model = merge_adapter(cfg.model, adapter_dir, cfg.max_seq_length)
+    clock.mark("adapter save + merge")
     wise = None
     other = unseen_dataset(cfg)
     if cfg.wise_ft and other and (cfg.mode == "full" or cfg.merge):
         wise, model = choose_wise_ft(cfg, spec, model, evaluator.bench, other)
+        clock.mark("WiSE-FT sweep (validation signals)")
     model.save_pretrained(str(model_dir))
     run_name = cfg.name or f"{spec.key}-ft" + ("" if cfg.mode == "lora" else "-full")
     n_pairs = len(train_ds)
@@ -868,6 +874,7 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         record = evaluate_model(str(model_dir), bench, eval_dir, leaderboard=LEADERBOARD_CSV)
         # the run's test result beside the model, with the keys of `itsm evaluate`
         atomic_write_json(run_dir / "test_metrics.json", record)
+        clock.mark("test evaluation")
     unseen = None
     # reported, never used for a choice: what the fine-tune forgets elsewhere
     if other and cfg.evaluate_test:
@@ -879,9 +886,29 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         atomic_write_json(run_dir / "unseen_metrics.json", unseen)
         meta["unseen"] = {"dataset": other, **{m: unseen.get(m) for m in (
             "ndcg@10", "mrr@10", "map@100")}}
+        clock.mark(f"unseen evaluation ({other})")
     meta["total_seconds"] = round(time.time() - t_start, 1)
+    meta["phase_seconds"] = clock.seconds
+    logger.warning("%s: seconds per phase %s", run_name, clock.seconds)
     atomic_write_json(run_dir / "train_meta.json", meta)
     return TrainResult(run_dir, model_dir, meta, record, unseen)
+
+
+class PhaseClock:
+    """Wall time per phase of a run (``train_meta.json["phase_seconds"]``): where a
+    training's time goes besides its steps (validation, WiSE-FT, test and unseen passes)."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self._last = time.time() if start is None else start
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, phase: str) -> float:
+        """Close ``phase`` now; returns its seconds (a repeated name adds up)."""
+        now = time.time()
+        took = now - self._last
+        self._last = now
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + took, 1)
+        return took
 
 
 def load_train_meta(run_dir: str | Path) -> dict[str, Any]:

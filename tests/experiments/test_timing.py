@@ -59,3 +59,25 @@ def test_every_finished_run_is_kept_and_runs_compare_side_by_side(tmp_path):
     assert table.loc["benchmark", "earlier s"] == first
     assert table.loc["total", "speed-up"] == pytest.approx(
         records[0]["total_seconds"] / records[1]["total_seconds"], abs=0.06)
+
+
+def test_each_itsm_command_of_a_stage_is_recorded_as_a_step(tmp_path, monkeypatch):
+    path = tmp_path / "pipeline_timing.json"
+    timing.reset(path)
+    itsm = [sys.executable, "-m", "itsm_core.cli.main"]
+    assert timing.run_stage("index", [sys.executable, "-c", (
+        "import subprocess, sys; "
+        f"[subprocess.check_call({itsm!r} + [c]) for c in ('models', 'cache')]")], path) == 0
+    record = timing.finish(path)
+    steps = record["steps"]
+    assert [(s["stage"], s["command"]) for s in steps] == [("index", "itsm models"),
+                                                           ("index", "itsm cache")]
+    assert all(0 < s["seconds"] <= record["total_seconds"] for s in steps)
+    table = timing.steps_table(record)
+    assert list(table.columns) == ["stage", "command", "seconds", "share"]
+    assert table["seconds"].is_monotonic_decreasing
+    # outside a timed stage a user's own `itsm` call records nothing
+    monkeypatch.delenv(timing.STAGE_ENV, raising=False)
+    monkeypatch.delenv(timing.PATH_ENV, raising=False)
+    assert timing.record_step("itsm models", 1.0) is False
+    assert timing.steps_table({"stages": [], "total_seconds": 0}).empty

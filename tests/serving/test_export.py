@@ -294,3 +294,18 @@ def test_int8_weights_are_7_bit_exactly_on_cpus_without_vnni(monkeypatch):
     assert int8_reduce_range() is False
     monkeypatch.setattr(compat, "cpu_has", lambda *flags: False)
     assert int8_reduce_range() is True
+
+
+def test_int8_index_encodes_in_batches_around_the_cache(tiny_export, tiny_incidents, tmp_path,
+                                                        monkeypatch):
+    """Behind the cache a dynamic INT8 export encodes one text per call (bit-identical);
+    an index build encodes it in length-sorted batches instead, as plain encode does."""
+    from itsm_core.serving.index import build_index
+
+    monkeypatch.setenv("ITSM_EMBED_CACHE", str(tmp_path / "cache"))
+    idx = build_index(str(tiny_export), tiny_incidents, tmp_path / "idx")
+    enc = load_export(tiny_export)
+    texts = idx.incidents["text"].tolist()
+    batched = enc.encode(texts, batch_size=32, normalize_embeddings=True)
+    assert np.array_equal(idx.embeddings, batched)
+    assert idx.meta["model"]["fingerprint"] == enc.fingerprint

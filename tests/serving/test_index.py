@@ -220,3 +220,40 @@ def test_summaries_fall_back_to_title_then_text():
     got = summaries(hits, width=50).tolist()
     assert got[:2] == ["VPN down", "printer title"]
     assert got[2].startswith("xxx") and len(got[2]) == 50 and got[2].endswith("…")
+
+
+def test_identical_rebuild_reuses_the_embeddings_and_anything_else_encodes(
+        tiny_model, incidents_csv, tmp_path, monkeypatch):
+    """A rebuild with the same weights, texts and settings takes the earlier index's
+    matrix (bit-identical by construction); other texts, an updated index or
+    ITSM_REUSE_RUNS=0 encode again."""
+    parent = tmp_path / "indexes"
+    first = build_index(str(tiny_model), incidents_csv, parent / "a")
+    assert first.meta["encode_key"] and first.meta["embeddings_reused_from"] is None
+    second = build_index(str(tiny_model), incidents_csv, parent / "b")
+    assert second.meta["embeddings_reused_from"] == str(first.path)
+    assert second.meta["encode_key"] == first.meta["encode_key"]
+    assert np.array_equal(second.embeddings, first.embeddings)
+    assert second.meta["history"][0]["sentences_per_s"] is None  # nothing was encoded
+    monkeypatch.setenv("ITSM_REUSE_RUNS", "0")
+    assert build_index(str(tiny_model), incidents_csv, parent / "c"
+                       ).meta["embeddings_reused_from"] is None
+    monkeypatch.delenv("ITSM_REUSE_RUNS")
+    df = pd.read_csv(incidents_csv)
+    df.loc[0, "description"] = "a different description for the first incident"
+    other = tmp_path / "other.csv"
+    df.to_csv(other, index=False)
+    changed = build_index(str(tiny_model), other, parent / "d")
+    assert changed.meta["embeddings_reused_from"] is None
+    assert changed.meta["encode_key"] != first.meta["encode_key"]
+    # an index changed after its build (generation 2) is never a source
+    tail = tmp_path / "tail.csv"
+    df.iloc[:30].to_csv(tail, index=False)
+    for name in ("e", "f"):
+        build_index(str(tiny_model), tail, parent / name)
+    grown = SearchIndex(parent / "f")
+    rest = tmp_path / "rest.csv"
+    df.iloc[30:].to_csv(rest, index=False)
+    grown.add(rest)
+    again = build_index(str(tiny_model), tail, parent / "g")
+    assert again.meta["embeddings_reused_from"] == str(parent / "e")
