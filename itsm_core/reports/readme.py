@@ -273,6 +273,31 @@ def timing_table(path: str | Path | None = None, history: str | Path | None = No
                  _date(record.get("finished")))
 
 
+def throughput_table(bench_dir: str | Path | None = None) -> Table:
+    """The newest ``itsm bench train``: pairs/s of plain sentence-transformers and of the
+    default recipe as it trains, side by side in one process."""
+    from itsm_core.core.config import RESULTS_DIR
+    from itsm_core.runs.store import latest_file
+
+    folder = Path(bench_dir or RESULTS_DIR / "bench")
+    found = latest_file(folder, "train_throughput_*.json")
+    if found is None:
+        raise ItsmError("no training-throughput benchmark yet", where=str(folder),
+                        fix="run `itsm bench train` (make train does)")
+    res = json.loads(found.read_text(encoding="utf-8"))
+    rows = pd.DataFrame({
+        "recipe": ["plain sentence-transformers (full fine-tune, MNRL, random batches, fp32)",
+                   "default recipe (LoRA, MatryoshkaLoss over label-aware MNRL, curriculum, "
+                   f"{res.get('default_precision', 'fp32')})"],
+        "pairs / s": [res["plain_st_pairs_per_s"], res["default_recipe_pairs_per_s"]]})
+    md = (rows.to_markdown(index=False) + f"\n\nRatio default / plain: "
+          f"**{res['ratio_default_over_plain']}** ({res['model']}, {res['steps']} steps of "
+          f"batch {res['batch_size']} each over the same pairs, max_seq_length "
+          f"{res['max_seq_length']}, {res['threads']} threads).")
+    stamp = found.stem.rsplit("_", 1)[-1]
+    return Table("throughput", md, [_rel(found)], [res.get("git_commit") or ""], _date(stamp))
+
+
 def serve_table(bench_dir: str | Path | None = None) -> Table:
     """The newest ``itsm bench serve``: HTTP vs in-process search, requests/s and p50/p95."""
     from itsm_core.core.config import RESULTS_DIR
@@ -461,6 +486,7 @@ TABLES: dict[str, Callable[[], Table]] = {
     "index": index_table,
     "timing": timing_table,
     "serve": serve_table,
+    "throughput": throughput_table,
     "store": store_table,
     "encode": encode_table,
     "rerank": rerank_table,

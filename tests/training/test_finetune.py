@@ -130,6 +130,10 @@ def test_smoke_training_run_writes_run_and_selects_on_validation(tmp_path, tiny_
     assert meta["pairs"]["quality"]["counts"]["heldout_incidents_in_pairs"] == 0
     assert "validation_ndcg@10" in meta["base_validation"]
     assert any("eval_validation_ndcg@10" in h for h in meta["log_history"])
+    # where the run's time went, phase by phase, adding up to (at most) its total
+    phases = meta["phase_seconds"]
+    assert {"training steps + validation passes", "test evaluation"} <= set(phases)
+    assert sum(phases.values()) <= meta["total_seconds"] + 1.0
     rec = res.test_record
     assert rec["split"] == "test" and rec["model"] == "minilm-ft"
     with pytest.raises(ItsmError):  # never overwrite a run
