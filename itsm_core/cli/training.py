@@ -33,8 +33,8 @@ def pairs_cmd(
     band: Annotated[str, typer.Option(help="TF-IDF band for hard negatives")] = "0.3,0.5",
     positives_per_anchor: Annotated[int, typer.Option(help="same-label partners")] = 2,
     hard_positives: Annotated[int, typer.Option(help="low-overlap partners per anchor")] = 1,
-    phase_shares: Annotated[str, typer.Option(help="easy,medium,hard shares")] =
-    "0.333,0.333,0.334",
+    phase_shares: Annotated[str | None, typer.Option(
+        help="easy,medium,hard shares (default: equal thirds, as training uses)")] = None,
     mining_model: Annotated[str, typer.Option(help="model for embedding mining")] = "minilm",
     seed: Annotated[int, typer.Option(help="random seed")] = 42,
 ) -> None:
@@ -46,7 +46,8 @@ def pairs_cmd(
     if len(edges) != 2:
         raise ItsmError("--band needs two numbers", fix="e.g. --band 0.3,0.5")
     lo, hi = edges
-    shares = tuple(floats(phase_shares, "--phase-shares", "0.33,0.33,0.34"))
+    shares = (tuple(floats(phase_shares, "--phase-shares", "0.33,0.33,0.34"))
+              if phase_shares else TrainPairConfig.phase_shares)
     if len(shares) != 3:
         raise ItsmError("--phase-shares needs three numbers", fix="e.g. 0.33,0.33,0.34")
     cfg = TrainPairConfig(negatives=negatives, tfidf_band=(lo, hi),

@@ -337,6 +337,8 @@ def validation_evaluator(bench, spec, name: str = "validation"):
     """
     from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
+    from itsm_core.encoders.cache import wrap_encoder
+    from itsm_core.encoders.scorers import DenseScorer
     from itsm_core.evaluation.benchmark import _masked_scores
 
     class RetrievalValidationEvaluator(SentenceEvaluator):
@@ -346,8 +348,13 @@ def validation_evaluator(bench, spec, name: str = "validation"):
             self.bench = bench
             self.primary_metric = "ndcg@10"
 
-        def __call__(self, model, output_path=None, epoch=-1, steps=-1):
-            scorer = in_memory_scorer(spec, model)
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1, *,
+                     cache_path: str | None = None):
+            # cache_path: the folder of the weights ``model`` carries unchanged (the
+            # zero-shot pass): its vectors may come from the embedding cache
+            scorer = (DenseScorer(spec, model=wrap_encoder(model, str(cache_path), cache_path),
+                                  show_progress=False)
+                      if cache_path else in_memory_scorer(spec, model))
             was_training = model.training
             model.eval()
             with torch.no_grad():
@@ -505,7 +512,12 @@ def make_pairs(dataset: str, cfg=None, incidents_path: str | Path | None = None)
     from itsm_core.data.corpus import load_corpus
     from itsm_core.data.datasets import processed_path
     from itsm_core.data.incidents import load_links
-    from itsm_core.pairs.training import TrainPairConfig, generate_training_pairs, validate_pairs
+    from itsm_core.pairs.training import (
+        TrainPairConfig,
+        generate_training_pairs,
+        read_pair_file,
+        validate_pairs,
+    )
 
     inc_path = Path(incidents_path) if incidents_path else processed_path(dataset)
     corpus = load_corpus(inc_path)
@@ -515,14 +527,59 @@ def make_pairs(dataset: str, cfg=None, incidents_path: str | Path | None = None)
     if labels:
         cfg.labels = labels
     incidents, texts = corpus.incidents, corpus.texts
-    links = load_links(corpus.links_path) if corpus.links_path else None
-    miner = None
-    if cfg.negatives in ("embedding", "both"):
-        from itsm_core.encoders.registry import load_sentence_transformer
+    mined = cfg.negatives in ("embedding", "both")
+    key = None if mined else pairs_key(inc_path, corpus.links_path, cfg)
+    written = written_pairs(key) if key else None
+    if written is not None:
+        pairs = read_pair_file(written)
+        pairs.attrs["meta"]["reused_from"] = str(written)
+        logger.warning("training pairs reused from %s (same incidents, pair config and code; "
+                       "ITSM_REUSE_RUNS=0 generates them again)", written)
+    else:
+        links = load_links(corpus.links_path) if corpus.links_path else None
+        miner = None
+        if mined:
+            from itsm_core.encoders.registry import load_sentence_transformer
 
-        miner, _ = load_sentence_transformer(cfg.mining_model)
-    pairs = generate_training_pairs(incidents, texts, cfg, links=links, mining_model=miner)
+            miner, _ = load_sentence_transformer(cfg.mining_model)
+        pairs = generate_training_pairs(incidents, texts, cfg, links=links, mining_model=miner)
+    if key:
+        pairs.attrs.setdefault("meta", {})["pairs_key"] = key
     return pairs, validate_pairs(pairs, incidents, labels=labels or None)
+
+
+def pairs_key(incidents_path: Path, links_path: Path | None, cfg) -> str:  # noqa: ANN001
+    """SHA-256 of what generated training pairs depend on: the incidents file, its sidecar
+    and links, the pair config, the ``itsm_core`` source and the libraries that draw and
+    score them. Generation is seeded, so a pair file written with the same key holds
+    exactly these pairs (embedding-mined pairs also depend on a model: never keyed)."""
+    from itsm_core.core.compat import version_strings
+    from itsm_core.core.io import source_fingerprint
+    from itsm_core.data.datasets import sidecar_path
+
+    files = [incidents_path, sidecar_path(incidents_path), links_path]
+    doc = {"files": [sha256_file(f) if f and Path(f).exists() else None for f in files],
+           "config": asdict(cfg), "source": source_fingerprint(),
+           "versions": version_strings(("numpy", "pandas", "scikit-learn", "pyarrow"))}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def written_pairs(key: str) -> Path | None:
+    """The newest pair file ``itsm pairs`` wrote with :func:`pairs_key` ``key``, or None
+    (also when ``ITSM_REUSE_RUNS=0``)."""
+    from itsm_core.core.config import PROCESSED_DIR, reuse_runs
+
+    if not reuse_runs():
+        return None
+    for meta in sorted((PROCESSED_DIR / "pairs").glob("*.meta.json"), reverse=True):
+        try:
+            found = json.loads(meta.read_text(encoding="utf-8")).get("pairs_key")
+        except (OSError, ValueError):
+            continue
+        pair_file = meta.with_name(meta.name.removesuffix(".meta.json") + ".parquet")
+        if found == key and pair_file.exists():
+            return pair_file
+    return None
 
 
 @dataclass
@@ -646,7 +703,9 @@ def choose_wise_ft(cfg: TrainConfig, spec, tuned, target_bench, other: str):  # 
         at the chosen α (``tuned`` itself at α = 1).
     """
     from itsm_core.data.datasets import processed_path
+    from itsm_core.encoders.cache import wrap_encoder
     from itsm_core.encoders.registry import load_sentence_transformer
+    from itsm_core.encoders.scorers import DenseScorer
     from itsm_core.evaluation.benchmark import decision_benchmark, retrieval_per_query
     from itsm_core.training import wiseft
 
@@ -656,7 +715,11 @@ def choose_wise_ft(cfg: TrainConfig, spec, tuned, target_bench, other: str):  # 
     base.max_seq_length = tuned.max_seq_length  # both sides at the tune's token limit
 
     def score(model) -> dict[str, float]:  # noqa: ANN001
-        scorer = in_memory_scorer(spec, model)
+        # α = 0 is the base's own weights: its vectors come from (and go to) the embedding
+        # cache, keyed by the base folder's fingerprint and this token limit
+        scorer = (DenseScorer(spec, model=wrap_encoder(base, spec.path or spec.key, spec.path),
+                              show_progress=False)
+                  if model is base else in_memory_scorer(spec, model))
         target = retrieval_per_query(scorer, target_bench)
         unseen = retrieval_per_query(scorer, unseen_bench)
         return {"target": float(target["ndcg@10"].mean()),
@@ -771,6 +834,15 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     run_dir = _run_dir(cfg)
     model, spec = load_sentence_transformer(cfg.model)
     model.max_seq_length = cfg.max_seq_length
+    val_bench = subsample_corpus(build_benchmark(inc_path, config=BenchmarkConfig(
+        query_split="validation", threshold_split="validation", n_resamples=0)),
+        cfg.max_validation_corpus, cfg.seed)
+    evaluator = validation_evaluator(val_bench, replace(spec, key=cfg.name or spec.key))
+    clock = PhaseClock(t_start)
+    clock.mark("setup (model, pairs, benchmarks)")
+    # before any adapter exists: the base's own weights, so the embedding cache serves them
+    base_val = evaluator(model, cache_path=spec.path)
+    clock.mark("zero-shot validation pass")
     torch.manual_seed(cfg.seed)
     if cfg.mode == "lora":
         add_lora(model, spec, cfg)
@@ -778,11 +850,6 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     guide = load_guide(cfg)
     inner, loss = build_loss(model, spec, cfg, guide)
     dims = [d for d in spec.eval_dims if d <= spec.dim]
-
-    val_bench = subsample_corpus(build_benchmark(inc_path, config=BenchmarkConfig(
-        query_split="validation", threshold_split="validation", n_resamples=0)),
-        cfg.max_validation_corpus, cfg.seed)
-    evaluator = validation_evaluator(val_bench, replace(spec, key=cfg.name or spec.key))
     steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
     eval_steps = max(1, min(cfg.eval_steps, steps_per_epoch))
     args = SentenceTransformerTrainingArguments(
@@ -804,10 +871,7 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
         model=model, args=args, train_dataset=train_ds, loss=loss, evaluator=evaluator,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
     )
-    clock = PhaseClock(t_start)
     clock.mark("setup (model, pairs, benchmarks)")
-    base_val = evaluator(model)
-    clock.mark("zero-shot validation pass")
     t0 = time.time()
     trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
     train_seconds = time.time() - t0

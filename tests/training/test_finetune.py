@@ -341,3 +341,59 @@ def test_guided_smoke_run_records_its_guide(tmp_path, tiny_bundle):
     assert res.meta["guide"]["model"] == "base"
     assert res.meta["guide"]["forward_memo"]["hits"] > 0
     assert res.meta["precision"] == ("bf16" if cfg.use_bf16() else "fp32")
+
+
+def test_zero_shot_validation_pass_is_served_by_the_embedding_cache(tiny_bundle, tiny_model,
+                                                                    tmp_path, monkeypatch):
+    """The pass over the base's own weights (zero-shot validation, WiSE-FT α = 0) reads and
+    fills the embedding cache; a model being trained is never cached."""
+    from sentence_transformers import SentenceTransformer
+
+    from itsm_core.encoders.cache import open_cache
+    from itsm_core.encoders.registry import ModelSpec
+    from itsm_core.evaluation.benchmark import BenchmarkConfig, build_benchmark
+    from itsm_core.training.finetune import validation_evaluator
+
+    monkeypatch.setenv("ITSM_EMBED_CACHE", str(tmp_path / "cache"))
+    bench = build_benchmark(tiny_bundle["incidents"], config=BenchmarkConfig(
+        query_split="validation", threshold_split="validation", n_resamples=0))
+    spec = ModelSpec(key="tiny", hub_id=None, path=str(tiny_model), dim=32)
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    evaluator = validation_evaluator(bench, spec)
+    plain = evaluator(model)
+    assert open_cache().stats()["entries"] == 0
+    first = evaluator(model, cache_path=str(tiny_model))
+    filled = open_cache().stats()["entries"]
+    assert filled > 0
+    again = evaluator(model, cache_path=str(tiny_model))
+    assert open_cache().stats()["entries"] == filled  # every text served from the cache
+    assert first == again
+    assert first["validation_ndcg@10"] == pytest.approx(plain["validation_ndcg@10"], abs=1e-6)
+
+
+def test_training_reuses_the_pair_file_itsm_pairs_wrote_for_the_same_inputs(tiny_bundle,
+                                                                           monkeypatch):
+    """`itsm pairs` writes the pairs; a training run of the same incidents, pair config and
+    code reads that file instead of generating them again (ITSM_REUSE_RUNS=0: never)."""
+    from itsm_core.core.config import PROCESSED_DIR
+    from itsm_core.data.datasets import DatasetManifest, processed_path, sidecar_path
+    from itsm_core.pairs.training import TrainPairConfig
+    from itsm_core.training.finetune import make_pairs, write_training_pairs
+
+    target = PROCESSED_DIR / "tinypairs.parquet"
+    PROCESSED_DIR.mkdir(parents=True, exist_ok=True)
+    pd.read_csv(tiny_bundle["incidents"]).to_parquet(target, index=False)
+    DatasetManifest(name="tinypairs", text_fields=["short_description", "description"],
+                    labels=["category", "subcategory"]).save(sidecar_path(target))
+    path, written, _ = write_training_pairs("tinypairs", TrainPairConfig(seed=7))
+    assert written.attrs["meta"]["pairs_key"]
+    again, report = make_pairs("tinypairs", TrainPairConfig(seed=7))
+    assert report.ok and again.attrs["meta"]["reused_from"] == str(path)
+    pd.testing.assert_frame_equal(again, written)
+    other, _ = make_pairs("tinypairs", TrainPairConfig(seed=8))  # another config: generated
+    assert "reused_from" not in other.attrs["meta"]
+    monkeypatch.setenv("ITSM_REUSE_RUNS", "0")
+    fresh, _ = make_pairs("tinypairs", TrainPairConfig(seed=7))
+    assert "reused_from" not in fresh.attrs["meta"]
+    pd.testing.assert_frame_equal(fresh, written)
+    assert processed_path("tinypairs") == target
