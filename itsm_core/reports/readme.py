@@ -243,8 +243,6 @@ def timing_table(path: str | Path | None = None, history: str | Path | None = No
                  ) -> Table:
     """Wall time per stage of the last ``make pipeline`` (``reports/pipeline_timing.json``)
     and, when the timing history holds the run before it, both side by side."""
-    import json
-
     from itsm_core.experiments.timing import HISTORY_DIR, TIMING_JSON, compare_runs, steps_table
     from itsm_core.experiments.timing import timing_table as stage_table
 
@@ -273,18 +271,31 @@ def timing_table(path: str | Path | None = None, history: str | Path | None = No
                  _date(record.get("finished")))
 
 
-def throughput_table(bench_dir: str | Path | None = None) -> Table:
-    """The newest ``itsm bench train``: pairs/s of plain sentence-transformers and of the
-    default recipe as it trains, side by side in one process."""
+def _newest_bench(bench_dir: str | Path | None, pattern: str, what: str,
+                  fix: str) -> tuple[Path, dict]:
+    """The newest ``models/results/bench`` file matching ``pattern`` and its JSON; a clear
+    error naming the command that writes it when there is none."""
     from itsm_core.core.config import RESULTS_DIR
     from itsm_core.runs.store import latest_file
 
     folder = Path(bench_dir or RESULTS_DIR / "bench")
-    found = latest_file(folder, "train_throughput_*.json")
+    found = latest_file(folder, pattern)
     if found is None:
-        raise ItsmError("no training-throughput benchmark yet", where=str(folder),
-                        fix="run `itsm bench train` (make train does)")
-    res = json.loads(found.read_text(encoding="utf-8"))
+        raise ItsmError(f"no {what} benchmark yet", where=str(folder), fix=fix)
+    return found, json.loads(found.read_text(encoding="utf-8"))
+
+
+def _bench_table(name: str, md: str, found: Path, res: dict) -> Table:
+    """A table rendered from one bench file: its path, the commit it ran and the file's date."""
+    return Table(name, md, [_rel(found)], [res.get("git_commit") or ""],
+                 _date(found.stem.rsplit("_", 1)[-1]))
+
+
+def throughput_table(bench_dir: str | Path | None = None) -> Table:
+    """The newest ``itsm bench train``: pairs/s of plain sentence-transformers and of the
+    default recipe as it trains, side by side in one process."""
+    found, res = _newest_bench(bench_dir, "train_throughput_*.json", "training-throughput",
+                               "run `itsm bench train` (make train does)")
     rows = pd.DataFrame({
         "recipe": ["plain sentence-transformers (full fine-tune, MNRL, random batches, fp32)",
                    "default recipe (LoRA, MatryoshkaLoss over label-aware MNRL, curriculum, "
@@ -294,37 +305,25 @@ def throughput_table(bench_dir: str | Path | None = None) -> Table:
           f"**{res['ratio_default_over_plain']}** ({res['model']}, {res['steps']} steps of "
           f"batch {res['batch_size']} each over the same pairs, max_seq_length "
           f"{res['max_seq_length']}, {res['threads']} threads).")
-    stamp = found.stem.rsplit("_", 1)[-1]
-    return Table("throughput", md, [_rel(found)], [res.get("git_commit") or ""], _date(stamp))
+    return _bench_table("throughput", md, found, res)
 
 
 def serve_table(bench_dir: str | Path | None = None) -> Table:
     """The newest ``itsm bench serve``: HTTP vs in-process search, requests/s and p50/p95."""
-    from itsm_core.core.config import RESULTS_DIR
-    from itsm_core.runs.store import latest_file
-
-    found = latest_file(bench_dir or RESULTS_DIR / "bench", "serve_latency_*.json")
-    if found is None:
-        raise ItsmError("no serve benchmark yet", where=str(bench_dir or RESULTS_DIR / "bench"),
-                        fix="run `itsm bench serve` (make index does)")
-    import json
-
-    res = json.loads(found.read_text(encoding="utf-8"))
+    found, res = _newest_bench(bench_dir, "serve_latency_*.json", "serve",
+                               "run `itsm bench serve` (make index does)")
     rows = pd.DataFrame(res["rows"])[["setting", "clients", "requests_per_s", "p50_ms",
                                       "p95_ms"]]
     md = (rows.to_markdown(index=False) + f"\n\n{res['mode']} top-{res['k']} over "
           f"{res['incidents']:,} incidents, {res['n_requests']} requests per setting "
           f"(validation texts); HTTP overhead at p50 (1 client / in process): "
           f"{res['overhead_p50_http_over_in_process']}x.")
-    stamp = found.stem.rsplit("_", 1)[-1]
-    return Table("serve", md, [_rel(found)], [res.get("git_commit") or ""], _date(stamp))
+    return _bench_table("serve", md, found, res)
 
 
 def _backend_tables(folder: Path) -> dict[str, tuple[Path, dict]]:
     """The newest ``itsm bench encode`` backend table per model (older files of that name
     time three backends and carry no table)."""
-    import json
-
     newest: dict[str, tuple[Path, dict]] = {}
     for f in sorted(folder.glob("encode_throughput_*.json")):
         res = json.loads(f.read_text(encoding="utf-8"))
@@ -372,17 +371,9 @@ def encode_table(bench_dir: str | Path | None = None) -> Table:
 def store_table(bench_dir: str | Path | None = None) -> Table:
     """The newest ``itsm bench store``: numpy exact vs pgvector HNSW, the served NDCG@10
     from both stores, Ray Data vs in-process embedding."""
-    import json
-
-    from itsm_core.core.config import RESULTS_DIR
     from itsm_core.metrics.format import fmt_ci
-    from itsm_core.runs.store import latest_file
 
-    found = latest_file(bench_dir or RESULTS_DIR / "bench", "store_*.json")
-    if found is None:
-        raise ItsmError("no store benchmark yet", where=str(bench_dir or RESULTS_DIR / "bench"),
-                        fix="run `itsm bench store`")
-    res = json.loads(found.read_text(encoding="utf-8"))
+    found, res = _newest_bench(bench_dir, "store_*.json", "store", "run `itsm bench store`")
     vec = pd.DataFrame(res["vectors"])[["store", "n", "filter", "build_s", "p50_ms", "p95_ms",
                                         "recall@10", "size_mb"]]
     vec["n"] = vec["n"].map("{:,}".format)
@@ -402,9 +393,7 @@ def store_table(bench_dir: str | Path | None = None) -> Table:
                                       "steady_vs_in_process", "max_abs_diff"]]
         parts += ["", "Batch embedding (MiniLM, it_tickets texts, same machine):", "",
                   r.to_markdown(index=False)]
-    stamp = found.stem.rsplit("_", 1)[-1]
-    return Table("store", "\n".join(parts), [_rel(found)], [res.get("git_commit") or ""],
-                 _date(stamp))
+    return _bench_table("store", "\n".join(parts), found, res)
 
 
 def _latest_reranker_run() -> Path | None:
