@@ -97,7 +97,9 @@ def build(model: str, incidents: str | Path | None = None, *, dataset: str = "it
     from itsm_core.data.datasets import processed_path
 
     engine = engine or Engine(batch_size=options.pop("batch_size", 32))
-    options.update(encode=engine.encode, engine=asdict(engine), batch_size=engine.batch_size)
+    options.update(engine=asdict(engine), batch_size=engine.batch_size)
+    if engine.name != "local":  # in this process build_in_memory encodes, keyed for reuse
+        options["encode"] = engine.encode
     if not store:
         if collection or replace:
             raise ItsmError("--collection / --replace apply to a PostgreSQL store",

@@ -257,3 +257,18 @@ def test_identical_rebuild_reuses_the_embeddings_and_anything_else_encodes(
     grown.add(rest)
     again = build_index(str(tiny_model), tail, parent / "g")
     assert again.meta["embeddings_reused_from"] == str(parent / "e")
+
+
+def test_itsm_index_build_with_the_default_engine_reuses_an_identical_build(
+        tiny_model, incidents_csv, tmp_path):
+    """``itsm index build`` (serving.store.build, in-process engine) keys its encoding too,
+    so a re-run of the pipeline's index stage takes the earlier matrix instead of
+    encoding every incident again."""
+    from itsm_core.serving.store import build
+
+    parent = tmp_path / "indexes"
+    first = build(str(tiny_model), incidents_csv, out=parent / "a")
+    assert first.meta["encode_key"] and first.meta["engine"]["name"] == "local"
+    second = build(str(tiny_model), incidents_csv, out=parent / "b")
+    assert second.meta["embeddings_reused_from"] == str(first.path)
+    assert np.array_equal(second.embeddings, first.embeddings)
