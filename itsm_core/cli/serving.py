@@ -251,23 +251,13 @@ def index_calibrate(
               f"pairs among the top-{found['k']} neighbours ({found['chosen_on']})")
 
 
-def _print_index_info(idx) -> None:  # noqa: ANN001 - SearchIndex
-    m = idx.meta
+def _print_index_info(idx) -> None:  # noqa: ANN001 - an IndexBase
     t = Table(title=f"index {idx.path}", show_header=False)
     t.add_column("field")
     t.add_column("value")
-    build = next((h for h in m.get("history", []) if h.get("op") == "build"), {})
-    for k, v in (("store", idx.store_kind),
-                 ("model", f"{m['model']['name']} ({m['model']['spec']})"),
-                 ("incidents", str(len(idx))), ("dim", str(idx.dim)),
-                 ("embeddings MB", f"{len(idx) * idx.dim * 4 / 2**20:.1f}"),
-                 ("text fields", ",".join(m["text"]["fields"])),
-                 ("fusion", idx.fusion.describe()),
-                 ("build seconds", str(build.get("build_seconds"))),
-                 ("encode sentences/s", str(build.get("sentences_per_s"))),
-                 ("additions", str(sum(1 for h in m.get("history", [])
-                                       if h.get("op") == "add")))):
-        t.add_row(k, escape(v))
+    for k, v in idx.summary().items():
+        if k != "index":
+            t.add_row(k, escape(str(v)))
     out.print(t)
 
 

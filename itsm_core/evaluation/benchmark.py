@@ -27,13 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    average_precision_score,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 
 from itsm_core.core.config import BOOTSTRAP_RESAMPLES, CI_LEVEL, LEADERBOARD_CSV, SEED
 from itsm_core.core.errors import ItsmError
@@ -371,18 +364,16 @@ def _pair_block(scores: np.ndarray, pairs: pd.DataFrame, threshold: float,
     out: dict[str, Any] = dict(M.pair_classification_metrics(s, y, threshold))
     out["spearman"] = M.spearman(scores, pairs["grade"].to_numpy())
 
-    def at_threshold(metric):
-        return lambda yy, ss: metric(yy, ss >= threshold, zero_division=0)
-
+    predicted = s >= threshold
     for name, fn, arrays in (
-        ("roc_auc", roc_auc_score, (y, s)),
-        ("pr_auc", average_precision_score, (y, s)),
-        ("f1", at_threshold(f1_score), (y, s)),
-        ("precision", at_threshold(precision_score), (y, s)),
-        ("recall", at_threshold(recall_score), (y, s)),
-        ("spearman", M.spearman, (scores, pairs["grade"].to_numpy())),
+        ("roc_auc", M.rows_roc_auc, (y, s)),
+        ("pr_auc", M.rows_average_precision, (y, s)),
+        ("f1", M.rows_f1, (y, predicted)),
+        ("precision", M.rows_precision, (y, predicted)),
+        ("recall", M.rows_recall, (y, predicted)),
+        ("spearman", M.rows_spearman, (scores, pairs["grade"].to_numpy())),
     ):
-        out[f"{name}_ci"] = list(M.bootstrap_stat_ci(fn, *arrays, **boot))
+        out[f"{name}_ci"] = list(M.bootstrap_rows_ci(fn, *arrays, **boot))
     return out
 
 

@@ -192,27 +192,11 @@ def fusion_grid(index_dir: str | Path | None = None) -> pd.DataFrame:
 
 
 def index_summary(index_dir: str | Path | None = None) -> pd.DataFrame:
+    """The index's own description (:meth:`~itsm_core.serving.index.IndexBase.summary`)
+    as a one-column table."""
     from itsm_core.serving.index import SearchIndex
 
-    idx = SearchIndex(_index_dir(index_dir))
-    m = idx.meta
-    build = next((h for h in m.get("history", []) if h.get("op") == "build"), {})
-    return pd.DataFrame({"value": {
-        "index": str(idx.path), "model": f"{m['model']['name']} ({m['model']['spec']})",
-        "incidents": len(idx), "dim": idx.dim,
-        "embeddings MB": round(idx.embeddings.nbytes / 2**20, 1),
-        "build seconds": build.get("build_seconds"),
-        "encode sentences/s": build.get("sentences_per_s"),
-        "fusion": idx.fusion.describe(),
-        "likely duplicate": _duplicate_text(idx.duplicate_threshold())}})
-
-
-def _duplicate_text(found: dict) -> str:
-    if found.get("threshold") is None:
-        return str(found.get("chosen_on"))
-    return (f"dense cosine >= {found['threshold']:.4f}: precision {found['precision']:.3f}, "
-            f"recall {found['recall']:.3f} (target {found['target_precision']}; "
-            f"{found['chosen_on']})")
+    return pd.DataFrame({"value": SearchIndex(_index_dir(index_dir)).summary()})
 
 
 def example_queries(queries: Sequence[str] | str, index_dir: str | Path | None = None,

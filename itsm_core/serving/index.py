@@ -124,6 +124,15 @@ def _truncate(emb: np.ndarray, dim: int | None) -> np.ndarray:
     return np.ascontiguousarray(DenseScorer.truncate(emb, dim), dtype=np.float32)
 
 
+def _duplicate_text(found: dict) -> str:
+    """The stored likely-duplicate threshold in words (or why there is none)."""
+    if found.get("threshold") is None:
+        return str(found.get("chosen_on"))
+    return (f"dense cosine >= {found['threshold']:.4f}: precision {found['precision']:.3f}, "
+            f"recall {found['recall']:.3f} (target {found['target_precision']}; "
+            f"{found['chosen_on']})")
+
+
 class IndexBase:
     """What every store of an index shares: the manifest (``meta``: model, dim, text
     builder, fusion, duplicate threshold, history), the model check and query embedding.
@@ -195,6 +204,30 @@ class IndexBase:
         return self.meta.get("duplicates") or {
             "threshold": None, "chosen_on": "not calibrated (index built before calibration "
             "existed: rebuild it)"}
+
+    def summary(self) -> dict[str, Any]:
+        """What this index is, as label -> value (one description for ``itsm index info``
+        and the reports): store, model, size, text builder, fusion, the build (encoded at
+        how many sentences/s, or embeddings reused from an identical earlier build), the
+        likely-duplicate threshold and the number of additions since."""
+        m = self.meta
+        history = m.get("history", [])
+        build = next((h for h in history if h.get("op") == "build"), {})
+        reused = m.get("embeddings_reused_from")
+        return {
+            "index": str(self.path), "store": self.store_kind,
+            "model": f"{m['model']['name']} ({m['model']['spec']})",
+            "incidents": len(self), "dim": self.dim,
+            "embeddings MB": round(len(self) * self.dim * 4 / 2**20, 1),
+            "text fields": ",".join(m["text"]["fields"]),
+            "build seconds": build.get("build_seconds"),
+            "embeddings": (f"reused from {Path(reused).name} (same encode_key: no text "
+                           "encoded again)" if reused else
+                           f"encoded at {build.get('sentences_per_s')} sentences/s"),
+            "fusion": self.fusion.describe(),
+            "likely duplicate": _duplicate_text(self.duplicate_threshold()),
+            "additions": sum(1 for h in history if h.get("op") == "add"),
+        }
 
     @staticmethod
     def _check_query(queries: str | Sequence[str], k: int, mode: str) -> list[str]:

@@ -4,6 +4,7 @@ and ST."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from itsm_core.metrics import stats as metrics
 from itsm_core.metrics.stats import (
     best_f1_threshold,
     bootstrap_mean_ci,
+    bootstrap_rows_ci,
     bootstrap_stat_ci,
     breakdown,
     pair_classification_metrics,
@@ -365,6 +367,47 @@ def test_bootstrap_stat_ci_paired_and_skips_failures() -> None:
     assert all(math.isnan(v) for v in bootstrap_stat_ci(always_fails, x, n_resamples=20))
     with pytest.raises(ItsmError, match="lengths"):
         bootstrap_stat_ci(roc_auc_score, labels, scores[:-1])
+
+
+@pytest.mark.parametrize("n, n_pos", [(60, 30), (9, 2), (200, 12)])
+def test_vectorised_pair_metrics_equal_sklearn_on_every_resample(n: int, n_pos: int) -> None:
+    """The rows_* statistics give sklearn's / scipy's value on each resample (ties and
+    one-class resamples included), so bootstrap_rows_ci equals bootstrap_stat_ci."""
+    rng = np.random.default_rng(n)
+    labels = np.zeros(n, dtype=np.int64)
+    labels[rng.choice(n, n_pos, replace=False)] = 1
+    scores = np.round(rng.random(n) + 0.3 * labels, 1)  # rounded: many ties
+    grades = np.round(2 * scores + rng.random(n), 0)
+    predicted = scores >= 0.6
+    at = lambda metric: lambda y, p: metric(y, p, zero_division=0)  # noqa: E731
+    cases = [
+        (metrics.rows_roc_auc, roc_auc_score, (labels, scores)),
+        (metrics.rows_average_precision, average_precision_score, (labels, scores)),
+        (metrics.rows_f1, at(f1_score), (labels, predicted)),
+        (metrics.rows_precision, at(precision_score), (labels, predicted)),
+        (metrics.rows_recall, at(recall_score), (labels, predicted)),
+        (metrics.rows_spearman, spearman, (scores, grades)),
+    ]
+    idx = np.random.default_rng(3).integers(0, n, size=(200, n))
+    for rows_fn, reference, arrays in cases:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            got = rows_fn(*(a[idx] for a in arrays))
+        for row, value in zip(idx, got):
+            try:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    want = float(reference(*(a[row] for a in arrays)))
+            except ValueError:  # one class only: sklearn refuses, the row is NaN
+                want = math.nan
+            if math.isnan(want) or (rows_fn is metrics.rows_average_precision
+                                    and labels[row].sum() == 0):
+                assert math.isnan(value), rows_fn.__name__
+            else:
+                assert value == pytest.approx(want, abs=1e-12), rows_fn.__name__
+        if rows_fn is metrics.rows_average_precision and n_pos < 5:
+            continue  # sklearn scores a resample without positives 0; here it is skipped
+        assert bootstrap_rows_ci(rows_fn, *arrays, n_resamples=300) == pytest.approx(
+            bootstrap_stat_ci(reference, *arrays, n_resamples=300), abs=1e-12)
 
 
 def test_paired_bootstrap_diff_detects_real_difference() -> None:

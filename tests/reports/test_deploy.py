@@ -28,6 +28,7 @@ def test_index_summary_and_fusion_grid(index_dir):
     summary = deploy.index_summary(index_dir)["value"]
     assert summary["incidents"] == 42 and summary["dim"] == 32
     assert "validation" in summary["fusion"]
+    assert summary["store"] == "folder" and summary["embeddings"].startswith("encoded at ")
     grid = deploy.fusion_grid(index_dir)
     assert len(grid) == 12 and {"method", "dense_weight", "ndcg@10"} <= set(grid.columns)
     assert set(grid["method"]) == {"weighted", "rrf"}

@@ -272,3 +272,5 @@ def test_itsm_index_build_with_the_default_engine_reuses_an_identical_build(
     second = build(str(tiny_model), incidents_csv, out=parent / "b")
     assert second.meta["embeddings_reused_from"] == str(first.path)
     assert np.array_equal(second.embeddings, first.embeddings)
+    assert first.summary()["embeddings"].startswith("encoded at ")
+    assert second.summary()["embeddings"].startswith("reused from a ")

@@ -225,6 +225,7 @@ def test_cli_publishes_a_folder_index_without_re_encoding(folder, pg_url):
     res = runner.invoke(app, ["index", "publish", str(folder.path), "--store", pg_url,
                               "--collection", "published"])
     assert res.exit_code == 0, res.output
+    assert "postgresql" in res.output and "likely duplicate" in res.output
     pub = PgIndex(pg_url, "published")
     assert pub.meta["fusion"] == folder.meta["fusion"] and len(pub) == len(folder)
     assert [h["op"] for h in pub.meta["history"]] == ["build", "publish"]
