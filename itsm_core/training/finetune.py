@@ -118,6 +118,11 @@ class TrainConfig:
     guide_margin: float = 0.0
     """GISTEmbedLoss's absolute margin: a candidate is dropped when the guide scores it
     above (positive − margin)."""
+    anchor_weight: float = 0.0
+    """Weight of a drift penalty against forgetting (:class:`AnchoredLoss`): the loss adds
+    ``anchor_weight · mean(1 − cos(tuned(anchor), base(anchor)))`` over each batch's anchor
+    texts, the base model frozen — embeddings move only as far as the contrastive loss pays
+    for. 0 = off (the default until a validation run says otherwise)."""
     precision: str = "auto"
     """Training arithmetic: ``fp32``, ``bf16`` (torch autocast; weights and optimizer stay
     fp32) or ``auto`` (bf16 on CPUs with native bf16 — AVX-512 BF16 / AMX — or a bf16 GPU,
@@ -224,19 +229,52 @@ class MemoForward:
         return out
 
 
-def load_guide(cfg: TrainConfig):
-    """The frozen guide model of a guided run (``cfg.guide``), in eval mode, forward memoised
-    (:class:`MemoForward`); None when the run has no guide."""
+def frozen_model(spec: str):
+    """A model for reference only (a guide, the drift anchor): eval mode, no gradients,
+    forward memoised (:class:`MemoForward`)."""
     from itsm_core.encoders.registry import load_sentence_transformer
 
+    model, _ = load_sentence_transformer(spec)
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    model.forward = MemoForward(model.forward)
+    return model
+
+
+def load_guide(cfg: TrainConfig):
+    """The frozen guide model of a guided run (``cfg.guide``); None when the run has no
+    guide."""
     if not cfg.guide:
         return None
-    guide, _ = load_sentence_transformer(cfg.model if cfg.guide == "base" else cfg.guide)
-    guide.eval()
-    for param in guide.parameters():
-        param.requires_grad_(False)
-    guide.forward = MemoForward(guide.forward)
-    return guide
+    return frozen_model(cfg.model if cfg.guide == "base" else cfg.guide)
+
+
+class AnchoredLoss(torch.nn.Module):
+    """``loss`` plus a drift penalty that keeps the tuned embeddings near the base model's.
+
+    ``weight · mean(1 − cos(model(anchor), base(anchor)))`` over the batch's first column
+    (the anchor incidents), ``base`` frozen. A feature-space form of L2-SP / learning without
+    forgetting: where WiSE-FT mixes the weights after training, this limits how far the
+    geometry moves during it. It costs one more forward + backward of the anchor column
+    (the inner loss's own embeddings are not exposed) and a no-grad forward of the base.
+    """
+
+    def __init__(self, model, loss: torch.nn.Module, base, weight: float):  # noqa: ANN001
+        super().__init__()
+        self.model, self.loss, self.base, self.weight = model, loss, base, float(weight)
+        self.last_drift = float("nan")
+
+    def forward(self, sentence_features, labels):  # noqa: ANN001 - the loss signature
+        value = self.loss(sentence_features, labels)
+        anchor = {k: v for k, v in sentence_features[0].items()
+                  if k in ("input_ids", "attention_mask", "token_type_ids")}
+        tuned = self.model(dict(anchor))["sentence_embedding"]
+        with torch.no_grad():
+            ref = self.base(dict(anchor))["sentence_embedding"]
+        drift = 1.0 - torch.nn.functional.cosine_similarity(tuned, ref.to(tuned.dtype)).mean()
+        self.last_drift = float(drift.detach())
+        return value + self.weight * drift
 
 
 def build_loss(model, spec, cfg: TrainConfig, guide=None):  # noqa: ANN001
@@ -849,6 +887,8 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     train_ds, phases = build_train_dataset(pairs, cfg)
     guide = load_guide(cfg)
     inner, loss = build_loss(model, spec, cfg, guide)
+    if cfg.anchor_weight:
+        loss = AnchoredLoss(model, loss, frozen_model(cfg.model), cfg.anchor_weight)
     dims = [d for d in spec.eval_dims if d <= spec.dim]
     steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
     eval_steps = max(1, min(cfg.eval_steps, steps_per_epoch))
@@ -908,7 +948,9 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
                          if isinstance(v, (int, float, str, bool, type(None)))},
         "lora_wrapped_modules": wrapped,
         "matryoshka_dims": dims if cfg.matryoshka else [],
-        "loss": type(inner).__name__ + (" in MatryoshkaLoss" if cfg.matryoshka else ""),
+        "loss": type(inner).__name__ + (" in MatryoshkaLoss" if cfg.matryoshka else "")
+        + (f" + {cfg.anchor_weight} x drift to base" if cfg.anchor_weight else ""),
+        "anchor_drift_last": (loss.last_drift if isinstance(loss, AnchoredLoss) else None),
         "guide": ({"model": cfg.guide, "margin": cfg.guide_margin,
                    "forward_memo": guide.forward.stats} if guide is not None else None),
         "pairs": {"n_used": n_pairs, "meta": pairs.attrs.get("meta", {}),

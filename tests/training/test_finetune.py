@@ -397,3 +397,45 @@ def test_training_reuses_the_pair_file_itsm_pairs_wrote_for_the_same_inputs(tiny
     assert "reused_from" not in fresh.attrs["meta"]
     pd.testing.assert_frame_equal(fresh, written)
     assert processed_path("tinypairs") == target
+
+
+@pytest.mark.weights
+def test_anchored_loss_adds_drift_to_the_frozen_base_and_trains_through_it():
+    """The drift penalty is 0 while the tuned model equals its base, grows when the weights
+    move, and its gradient reaches the tuned model (never the frozen base)."""
+    from itsm_core.encoders.registry import load_sentence_transformer
+    from itsm_core.training.finetune import AnchoredLoss, build_loss, frozen_model
+
+    model, spec = load_sentence_transformer("minilm")
+    cfg = TrainConfig(label_aware=False)
+    _, inner = build_loss(model, spec, cfg)
+    anchored = AnchoredLoss(model, inner, frozen_model("minilm"), weight=5.0)
+    anchors = ["vpn drops every hour", "printer out of toner"]
+    positives = ["vpn disconnects hourly", "toner empty on printer"]
+
+    def batch():
+        return [model.preprocess(anchors), model.preprocess(positives)], torch.zeros(2)
+
+    with torch.no_grad():
+        plain, total = inner(*batch()), anchored(*batch())
+    assert anchored.last_drift == pytest.approx(0.0, abs=1e-5)
+    assert float(total) == pytest.approx(float(plain), abs=1e-4)
+    with torch.no_grad():
+        for p in model[0].auto_model.encoder.layer[-1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    total = anchored(*batch())
+    assert anchored.last_drift > 1e-3
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert all(p.grad is None for p in anchored.base.parameters())
+
+
+@pytest.mark.weights
+def test_anchored_smoke_run_records_the_penalty(tmp_path, tiny_bundle):
+    from itsm_core.training.finetune import run_training
+
+    cfg = config_for_profile("smoke", model="minilm", dataset="tiny", anchor_weight=2.0,
+                             max_steps=2, wise_ft=None, output_dir=str(tmp_path / "run"))
+    res = run_training(cfg, incidents_path=tiny_bundle["incidents"])
+    assert res.meta["loss"].endswith("+ 2.0 x drift to base")
+    assert res.meta["anchor_drift_last"] >= 0.0
