@@ -283,7 +283,8 @@ def build_loss(model, spec, cfg: TrainConfig, guide=None):  # noqa: ANN001
 
     ``inner`` is GISTEmbedLoss with ``guide`` (temperature 1/``mnrl_scale``, like MNRL's
     scale; anchor–positive and anchor–negative logits only, as in MNRL), else label-aware
-    MNRL, else plain MNRL.
+    MNRL, else plain MNRL. With ``cfg.anchor_weight``, ``loss`` is wrapped in
+    :class:`AnchoredLoss` (drift to the frozen base).
     """
     from sentence_transformers.sentence_transformer.losses import (
         GISTEmbedLoss,
@@ -299,8 +300,10 @@ def build_loss(model, spec, cfg: TrainConfig, guide=None):  # noqa: ANN001
     else:
         inner = MultipleNegativesRankingLoss(model, scale=cfg.mnrl_scale)
     dims = [d for d in spec.eval_dims if d <= spec.dim]
-    return inner, (MatryoshkaLoss(model, inner, matryoshka_dims=dims) if cfg.matryoshka
-                   else inner)
+    loss = MatryoshkaLoss(model, inner, matryoshka_dims=dims) if cfg.matryoshka else inner
+    if cfg.anchor_weight:
+        loss = AnchoredLoss(model, loss, frozen_model(cfg.model), cfg.anchor_weight)
+    return inner, loss
 
 
 class PhaseOrderedBatchSampler(DefaultBatchSampler):
@@ -887,8 +890,6 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     train_ds, phases = build_train_dataset(pairs, cfg)
     guide = load_guide(cfg)
     inner, loss = build_loss(model, spec, cfg, guide)
-    if cfg.anchor_weight:
-        loss = AnchoredLoss(model, loss, frozen_model(cfg.model), cfg.anchor_weight)
     dims = [d for d in spec.eval_dims if d <= spec.dim]
     steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
     eval_steps = max(1, min(cfg.eval_steps, steps_per_epoch))
