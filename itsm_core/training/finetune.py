@@ -28,6 +28,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -291,6 +292,11 @@ def build_loss(model, spec, cfg: TrainConfig, guide=None):  # noqa: ANN001
         MatryoshkaLoss,
     )
 
+    if not (cfg.anchor_weight >= 0.0 and math.isfinite(cfg.anchor_weight)):
+        raise ItsmError(f"anchor weight {cfg.anchor_weight} is not a weight: a negative "
+                        "penalty would push the embeddings away from the base model",
+                        where="--anchor-weight", fix="use 0 (off) or a positive number, "
+                        "e.g. --anchor-weight 10")
     if guide is not None:
         inner = GISTEmbedLoss(model, guide=guide, temperature=1.0 / cfg.mnrl_scale,
                               margin_strategy="absolute", margin=cfg.guide_margin,

@@ -439,3 +439,11 @@ def test_anchored_smoke_run_records_the_penalty(tmp_path, tiny_bundle):
     res = run_training(cfg, incidents_path=tiny_bundle["incidents"])
     assert res.meta["loss"].endswith("+ 2.0 x drift to base")
     assert res.meta["anchor_drift_last"] >= 0.0
+
+
+def test_a_negative_or_missing_anchor_weight_is_refused_before_any_model_loads():
+    from itsm_core.training.finetune import build_loss
+
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ItsmError, match="anchor weight"):
+            build_loss(None, None, TrainConfig(anchor_weight=bad))
