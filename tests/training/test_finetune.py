@@ -310,7 +310,7 @@ def test_guided_loss_drops_negatives_the_guide_scores_above_the_positive():
     from itsm_core.training.finetune import build_loss, load_guide
 
     model, spec = load_sentence_transformer("minilm")
-    cfg = TrainConfig(guide="base", label_aware=False)
+    cfg = TrainConfig(guide="base", label_aware=False, anchor_weight=0.0)
     guide = load_guide(cfg)
     inner, loss = build_loss(model, spec, cfg, guide)
     assert isinstance(inner, GISTEmbedLoss) and type(loss).__name__ == "MatryoshkaLoss"
@@ -324,7 +324,7 @@ def test_guided_loss_drops_negatives_the_guide_scores_above_the_positive():
         guided = loss(features, labels)
         n_dims = len([d for d in spec.eval_dims if d <= spec.dim])
         assert guide.forward.stats == {"hits": 2 * (n_dims - 1), "misses": 2}
-        _, plain = build_loss(model, spec, TrainConfig(label_aware=False))
+        _, plain = build_loss(model, spec, TrainConfig(label_aware=False, anchor_weight=0.0))
         unguided = plain([model.preprocess(anchors), model.preprocess(positives)], labels)
     assert isinstance(plain.loss, MultipleNegativesRankingLoss)
     assert guided < unguided
@@ -337,7 +337,8 @@ def test_guided_smoke_run_records_its_guide(tmp_path, tiny_bundle):
     cfg = config_for_profile("smoke", model="minilm", dataset="tiny", guide="base",
                              max_steps=2, wise_ft=None, output_dir=str(tmp_path / "run"))
     res = run_training(cfg, incidents_path=tiny_bundle["incidents"])
-    assert res.meta["loss"] == "GISTEmbedLoss in MatryoshkaLoss"
+    # the default drift penalty wraps the guided loss
+    assert res.meta["loss"] == "GISTEmbedLoss in MatryoshkaLoss + 10.0 x drift to base"
     assert res.meta["guide"]["model"] == "base"
     assert res.meta["guide"]["forward_memo"]["hits"] > 0
     assert res.meta["precision"] == ("bf16" if cfg.use_bf16() else "fp32")
@@ -407,8 +408,10 @@ def test_anchored_loss_adds_drift_to_the_frozen_base_and_trains_through_it():
     from itsm_core.training.finetune import AnchoredLoss, build_loss, frozen_model
 
     model, spec = load_sentence_transformer("minilm")
-    cfg = TrainConfig(label_aware=False)
+    cfg = TrainConfig(label_aware=False, anchor_weight=0.0)
     _, inner = build_loss(model, spec, cfg)
+    _, default = build_loss(model, spec, TrainConfig())
+    assert isinstance(default, AnchoredLoss) and default.weight == 10.0
     anchored = AnchoredLoss(model, inner, frozen_model("minilm"), weight=5.0)
     anchors = ["vpn drops every hour", "printer out of toner"]
     positives = ["vpn disconnects hourly", "toner empty on printer"]
