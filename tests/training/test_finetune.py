@@ -405,14 +405,14 @@ def test_anchored_loss_adds_drift_to_the_frozen_base_and_trains_through_it():
     """The drift penalty is 0 while the tuned model equals its base, grows when the weights
     move, and its gradient reaches the tuned model (never the frozen base)."""
     from itsm_core.encoders.registry import load_sentence_transformer
-    from itsm_core.training.finetune import AnchoredLoss, build_loss, frozen_model
+    from itsm_core.training.finetune import AnchoredLoss, build_loss
 
     model, spec = load_sentence_transformer("minilm")
     cfg = TrainConfig(label_aware=False, anchor_weight=0.0)
     _, inner = build_loss(model, spec, cfg)
     _, default = build_loss(model, spec, TrainConfig())
     assert isinstance(default, AnchoredLoss) and default.weight == 10.0
-    anchored = AnchoredLoss(model, inner, frozen_model("minilm"), weight=5.0)
+    anchored = AnchoredLoss(model, inner, default.base, weight=5.0)  # its frozen base
     anchors = ["vpn drops every hour", "printer out of toner"]
     positives = ["vpn disconnects hourly", "toner empty on printer"]
 
