@@ -299,7 +299,8 @@ def rerank_cmd(
     evaluate_test: Annotated[bool, typer.Option(help="evaluate_v2 on test afterwards")] = True,
 ) -> None:
     """Train a cross-encoder re-ranker on TRAINING pairs with candidates mined by the
-    retriever (graded by labels, never by a model), choose k on validation, then evaluate
+    retriever (graded by labels, never by a model), choose k and the cross-encoder's weight
+    on validation, then evaluate
     retriever + re-ranker on test (leaderboard row) and on the other data set."""
     from itsm_core.training.rerank import config_for_profile, train_reranker
 
@@ -310,9 +311,11 @@ def rerank_cmd(
     res = train_reranker(config_for_profile(profile, dataset=dataset,
                                             evaluate_test=evaluate_test, **overrides))
     meta = res.meta
-    out.print(f"re-ranker -> {res.model_dir}  (k={meta['k']}; {meta['validation']['chosen_on']})")
-    print_rows(("k", "validation ndcg@10"),
-               ((r["k"] or "retriever alone", r["ndcg@10"]) for r in meta["validation"]["table"]),
+    out.print(f"re-ranker -> {res.model_dir}  (k={meta['k']}, cross-encoder weight "
+              f"{meta['weight']:g}; {meta['validation']['chosen_on']})")
+    print_rows(("k", "cross-encoder weight", "validation ndcg@10"),
+               ((r["k"] or "retriever alone", f"{r.get('weight', 1.0):g}" if r["k"] else "",
+                 r["ndcg@10"]) for r in meta["validation"]["table"]),
                title="candidates re-ranked (validation)", right=("validation ndcg@10",))
     if res.test_record:
         print_record(res.test_record)

@@ -28,7 +28,7 @@ def load_scorer(spec: str, **kwargs: Any) -> Scorer:
 
     Args:
         spec: ``tfidf``, ``bm25``, ``ensemble:a,b`` or an ensemble folder,
-            ``hybrid:<dense spec>[@w|@rrf]``, ``rerank:<cross-encoder>@<retriever>[#k]``,
+            ``hybrid:<dense spec>[@w|@rrf]``, ``rerank:<cross-encoder>@<retriever>[#k[,w]]``,
             an ``itsm export`` folder or ``.onnx`` file,
             a registry key, a model folder or a hub id.
         **kwargs: passed to the dense scorers (``batch_size``, ``show_progress``, …).
@@ -53,9 +53,9 @@ def load_scorer(spec: str, **kwargs: Any) -> Scorer:
         members = [load_scorer(m, **kwargs) for m in member_specs(config)]
         return EnsembleScorer(config, members, folder)
     if name.lower().startswith("rerank:"):  # retriever top-k re-scored by a cross-encoder
-        ce_path, retriever, k = parse_rerank_spec(name)
+        ce_path, retriever, k, weight = parse_rerank_spec(name)
         ce = load_cross_encoder(ce_path)
-        return RerankScorer(load_scorer(retriever, **kwargs), ce, k,
+        return RerankScorer(load_scorer(retriever, **kwargs), ce, k, weight=weight,
                             name=_reranker_name(ce_path),
                             show_progress=kwargs.get("show_progress", True))
     if name.lower().startswith("hybrid:"):  # BM25 + dense, fusion chosen on validation

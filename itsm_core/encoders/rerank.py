@@ -5,16 +5,20 @@ together, so it can tell "the same problem" from "the same words" — at the pri
 transformer pass per (query, candidate) pair. The usual answer is two stages: the
 retriever ranks the whole corpus, the cross-encoder re-orders its top ``k``.
 
-:class:`RerankScorer` (spec ``rerank:<cross-encoder>@<retriever>[#k]``) is that pipeline as a
+:class:`RerankScorer` (spec ``rerank:<cross-encoder>@<retriever>[#k[,w]]``) is that pipeline as a
 :class:`~itsm_core.encoders.scorers.Scorer`, so evaluate_v2, the diagnostic, search and the
 service all take it:
 
-* ``score_matrix``: the top ``k`` of each row (by the retriever) get the cross-encoder's
-  score, placed above every other candidate; the rest keep the retriever's order below.
-* ``score_pairs``: the cross-encoder's score of the pair (it reads both texts; the pair
-  tasks of evaluate_v2 and the adversarial diagnostic judge exactly that).
-* :meth:`RerankScorer.calibrate` chooses ``k`` on the VALIDATION queries (best NDCG@10;
-  ties go to the smaller, faster ``k``) unless the spec gives one.
+* ``score_matrix``: the top ``k`` of each row (by the retriever) get the re-ranked score,
+  placed above every other candidate; the rest keep the retriever's order below.
+* ``score_pairs``: the re-ranked score of the pair (the pair tasks of evaluate_v2 and the
+  adversarial diagnostic judge exactly what the ranking uses).
+* The re-ranked score is ``(1 - w) * retriever + w * cross-encoder`` — score
+  interpolation, the usual way to keep what the first stage already ranks well; ``w = 1``
+  is the cross-encoder alone.
+* :meth:`RerankScorer.calibrate` chooses ``k`` and ``w`` on the VALIDATION queries (best
+  NDCG@10; ties go to the smaller, faster ``k``, then to the larger ``w``) unless the spec
+  gives them (``#k`` alone keeps ``w = 1``).
 
 The cross-encoder is a sentence-transformers ``CrossEncoder`` folder (``itsm rerank
 train``) or its INT8 ONNX export (:mod:`itsm_core.encoders.onnx`).
@@ -40,6 +44,11 @@ K_GRID = (5, 10, 20, 30)
 (~40 pairs/s for MiniLM at ~100 tokens on 2 CPU cores), so the grid stops where the cost
 of a query passes a few seconds; the latency bench also reports k = 100."""
 
+WEIGHT_GRID = (1.0, 0.75, 0.5, 0.25)
+"""Cross-encoder weights ``w`` tried on validation (with every ``k``). The dense
+retrievers' cosine and the cross-encoder's probability share a 0-1-ish scale, so a fixed
+linear mix is meaningful; for a lexical retriever ``w`` absorbs the scale."""
+
 CALIBRATION_QUERIES = 200
 """Validation queries (seeded sample) the choice of ``k`` is made on: the cross-encoder
 reads ``queries x max(K_GRID)`` pairs once, every ``k`` reuses them."""
@@ -53,36 +62,45 @@ CE_EXPORT_FILE = "itsm_reranker_export.json"
 CE_ONNX_FILES = {"fp32": "reranker_fp32.onnx", "int8": "reranker_int8.onnx"}
 
 
-def parse_rerank_spec(spec: str) -> tuple[str, str, int | None]:
-    """``rerank:<cross-encoder>@<retriever>[#k]`` → (cross-encoder, retriever spec, k).
+def parse_rerank_spec(spec: str) -> tuple[str, str, int | None, float | None]:
+    """``rerank:<cross-encoder>@<retriever>[#k[,w]]`` → (cross-encoder, retriever spec, k,
+    w).
 
     The retriever may itself be any spec (``hybrid:minilm@0.6`` included): the split is at
-    the FIRST ``@``, and ``#k`` is read off the end.
+    the FIRST ``@``, and ``#k`` (optionally ``,w``, the cross-encoder's weight in (0, 1]) is
+    read off the end.
     """
     rest = spec.split(":", 1)[1].strip()
     ce, sep, retriever = rest.partition("@")
     k: int | None = None
+    w: float | None = None
     if "#" in retriever:
         retriever, _, k_text = retriever.rpartition("#")
+        k_text, comma, w_text = k_text.partition(",")
         try:
             k = int(k_text)
+            w = float(w_text) if comma else None
         except ValueError as exc:
-            raise ItsmError(f"bad candidate count {k_text!r}", where=spec,
-                            fix="use rerank:<cross-encoder>@<retriever>#30") from exc
+            raise ItsmError(f"bad candidate count / weight {k_text + comma + w_text!r}",
+                            where=spec, fix="use rerank:<cross-encoder>@<retriever>#30 "
+                            "or #30,0.5 (k, and the cross-encoder's weight)") from exc
         if k < 1:
             raise ItsmError("the candidate count must be at least 1", where=spec,
                             fix="e.g. rerank:<cross-encoder>@<retriever>#30")
+        if w is not None and not 0.0 < w <= 1.0:
+            raise ItsmError(f"the cross-encoder's weight must be in (0, 1], not {w}",
+                            where=spec, fix="e.g. rerank:<cross-encoder>@<retriever>#30,0.5")
     ce, retriever = ce.strip(), retriever.strip()
     if not sep or not ce or not retriever:
         raise ItsmError("a re-ranking spec needs a cross-encoder and a retriever",
                         where=spec, fix="e.g. rerank:models/rerankers/<run>/model@minilm "
-                        "(optionally #k, the candidates re-scored; default: chosen on "
-                        "validation)")
+                        "(optionally #k, the candidates re-scored, and ,w, the "
+                        "cross-encoder's weight; default: both chosen on validation)")
     if retriever.lower().startswith("rerank:"):
         raise ItsmError("a re-ranker cannot retrieve for another re-ranker", where=spec,
                         fix="rerank:<cross-encoder>@<retriever> with a bi-encoder, hybrid or "
                         "lexical retriever after '@'")
-    return ce, retriever, k
+    return ce, retriever, k, w
 
 
 class OnnxCrossEncoder:
@@ -181,37 +199,54 @@ def load_cross_encoder(path: str | Path, *, max_length: int | None = None,
                         local_files_only=True)
 
 
-def rerank_rows(base: np.ndarray, order: np.ndarray, ce_top: np.ndarray, k: int) -> np.ndarray:
-    """Scores where each row's first ``k`` candidates of ``order`` carry the cross-encoder
-    score ``ce_top[:, :k]`` above every other candidate, which keep the retriever's order.
+def rerank_rows(base: np.ndarray, order: np.ndarray, ce_top: np.ndarray, k: int,
+                weight: float = 1.0) -> np.ndarray:
+    """Scores where each row's first ``k`` candidates of ``order`` carry the re-ranked score
+    ``(1 - weight) * retriever + weight * cross-encoder`` above every other candidate,
+    which keep the retriever's order.
 
     Args:
         base: retriever scores, (queries, corpus).
         order: each row's candidates by falling retriever score (at least ``k`` columns).
         ce_top: cross-encoder scores of those candidates, same shape as ``order``.
         k: how many candidates are re-scored.
+        weight: the cross-encoder's weight (1: its score alone decides the top ``k``).
     """
     base = np.asarray(base, dtype=np.float64)
     finite = np.where(np.isfinite(base), base, np.nan)
     rowmax = np.nanmax(np.where(np.isnan(finite), -np.inf, finite), axis=1, keepdims=True)
     rowmax = np.where(np.isfinite(rowmax), rowmax, 0.0)
     out = base - rowmax - 1.0  # every candidate <= -1, in the retriever's order
-    top, ce = order[:, :k], np.asarray(ce_top, dtype=np.float64)[:, :k]
-    lifted = ce - ce.min(axis=1, keepdims=True) + 1.0  # >= 1: above all the others
+    top = order[:, :k]
+    mixed = fuse(np.take_along_axis(base, top, axis=1),
+                 np.asarray(ce_top, dtype=np.float64)[:, :k], weight)
+    lifted = mixed - mixed.min(axis=1, keepdims=True) + 1.0  # >= 1: above all the others
     np.put_along_axis(out, top, lifted, axis=1)
     return out.astype(np.float32)
 
 
+def fuse(retriever: np.ndarray, cross: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) * retriever + weight * cross`` (the cross-encoder alone at 1, with
+    no retriever score read; a non-finite retriever score counts as 0)."""
+    cross = np.asarray(cross, dtype=np.float64)
+    if weight >= 1.0:
+        return cross
+    r = np.asarray(retriever, dtype=np.float64)
+    return (1.0 - weight) * np.where(np.isfinite(r), r, 0.0) + weight * cross
+
+
 @dataclass
 class KChoice:
-    """The candidate count in use and how it was chosen."""
+    """The candidate count and cross-encoder weight in use, and how they were chosen."""
 
     k: int
     chosen_on: str = "given"
     table: list[dict[str, Any]] = field(default_factory=list)
+    weight: float = 1.0
 
     def describe(self) -> str:
-        return f"top-{self.k} re-ranked ({self.chosen_on})"
+        w = "" if self.weight >= 1.0 else f", cross-encoder weight {self.weight:g}"
+        return f"top-{self.k} re-ranked{w} ({self.chosen_on})"
 
 
 class RerankScorer:
@@ -223,6 +258,8 @@ class RerankScorer:
         cross_encoder: anything with ``predict(pairs, batch_size=…, show_progress_bar=…)``
             (a sentence-transformers ``CrossEncoder`` or the INT8 ONNX one).
         k: candidates re-scored per query (None: chosen by :meth:`calibrate`).
+        weight: the cross-encoder's weight in the re-ranked score (None: 1 with a given
+            ``k``, else chosen by :meth:`calibrate` with ``k``).
         name: the cross-encoder's name in the scorer's name.
     """
 
@@ -230,10 +267,11 @@ class RerankScorer:
 
     def __init__(self, retriever, cross_encoder, k: int | None = None,  # noqa: ANN001
                  name: str = "cross-encoder", batch_size: int = 32,
-                 show_progress: bool = True):
+                 show_progress: bool = True, weight: float | None = None):
         self.retriever = retriever
         self.cross_encoder = cross_encoder
-        self.choice = KChoice(k) if k else None
+        self.choice = KChoice(k, weight=1.0 if weight is None else float(weight)) if k \
+            else None
         self.batch_size = batch_size
         self.show_progress = show_progress
         self.spec = getattr(retriever, "spec", None)
@@ -246,11 +284,20 @@ class RerankScorer:
 
     @property
     def k(self) -> int:
+        """The candidates re-scored per query."""
+        return self._chosen().k
+
+    @property
+    def weight(self) -> float:
+        """The cross-encoder's weight in the re-ranked score."""
+        return self._chosen().weight
+
+    def _chosen(self) -> KChoice:
         if self.choice is None:
             raise ItsmError("the re-ranker has no candidate count yet", where=self.name,
                             fix="call calibrate(validation) (evaluate does) or give one: "
                             "rerank:<cross-encoder>@<retriever>#30")
-        return self.choice.k
+        return self.choice
 
     def cross_scores(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """Cross-encoder score of every pair (each distinct pair read once)."""
@@ -284,23 +331,33 @@ class RerankScorer:
         if not queries or not corpus:
             return np.zeros((len(queries), len(corpus)), np.float32)
         base, order, ce = self._candidates(queries, corpus, self.k)
-        return rerank_rows(base, order, ce, order.shape[1])
+        return rerank_rows(base, order, ce, order.shape[1], self.weight)
 
     def score_pairs(self, a, b, dim=None) -> np.ndarray:
-        return self.cross_scores(list(a), list(b))
+        a, b = list(a), list(b)
+        ce = self.cross_scores(a, b)
+        w = self.weight if self.choice is not None else 1.0
+        if w >= 1.0:
+            return ce
+        return fuse(self.retriever.score_pairs(a, b), ce, w).astype(np.float32)
 
     def calibrate(self, validation: Callable[[], Any], *, grid: Sequence[int] = K_GRID,
+                  weights: Sequence[float] = WEIGHT_GRID,
                   n_queries: int = CALIBRATION_QUERIES, metric: str = "ndcg@10",
                   seed: int = 42) -> KChoice:
-        """Choose ``k`` on a benchmark of VALIDATION queries (never the test ones).
+        """Choose ``k`` and the cross-encoder's weight on a benchmark of VALIDATION queries
+        (never the test ones).
 
         Args:
             validation: builds that benchmark when called (not called when ``k`` was given).
-            grid: the candidate counts tried; n_queries: the seeded query sample.
-            metric: what is maximised (ties within 1e-4 go to the smaller ``k``).
+            grid: the candidate counts tried; weights: the cross-encoder weights tried with
+                each; n_queries: the seeded query sample.
+            metric: what is maximised (ties within 1e-4 go to the smaller ``k``, then to
+                the larger weight).
 
         Returns:
-            The :class:`KChoice` now in use (its table: ``metric`` at every ``k``).
+            The :class:`KChoice` now in use (its table: ``metric`` at every (``k``, weight);
+            ``k = 0`` is the retriever alone).
         """
         if self.choice is not None:
             return self.choice
@@ -316,19 +373,24 @@ class RerankScorer:
         self_mask = (np.asarray(q_ids, dtype=object)[:, None]
                      == np.asarray(bench.corpus_ids, dtype=object)[None, :])
         base, order, ce = self._candidates(q, c, max(grid))
-        table, best, best_v = [], None, -np.inf
-        retr = float(np.nanmean(M.retrieval_metrics_per_query(
-            np.where(self_mask, -np.inf, base), grades)[metric]))
-        table.append({"k": 0, metric: round(retr, 4)})  # k = 0: the retriever alone
+
+        def value(scores: np.ndarray) -> float:
+            return float(np.nanmean(M.retrieval_metrics_per_query(
+                np.where(self_mask, -np.inf, scores), grades)[metric]))
+
+        retr = value(base)
+        table = [{"k": 0, "weight": 0.0, metric: round(retr, 4)}]  # the retriever alone
+        best: tuple[int, float] | None = None
+        best_v = -np.inf
         for k in sorted(g for g in grid if g <= order.shape[1]):
-            s = np.where(self_mask, -np.inf, rerank_rows(base, order, ce, k))
-            v = float(np.nanmean(M.retrieval_metrics_per_query(s, grades)[metric]))
-            table.append({"k": k, metric: round(v, 4)})
-            if v > best_v + 1e-4:
-                best, best_v = k, v
+            for w in sorted(weights, reverse=True):
+                v = value(rerank_rows(base, order, ce, k, w))
+                table.append({"k": k, "weight": float(w), metric: round(v, 4)})
+                if v > best_v + 1e-4:
+                    best, best_v = (k, float(w)), v
         assert best is not None
         where = f"{bench.config.query_split} split, {len(rows)} queries"
-        self.choice = KChoice(best, f"best {metric} on {where}: {best_v:.4f}; retriever "
-                              f"alone {retr:.4f}", table)
+        self.choice = KChoice(best[0], f"best {metric} on {where}: {best_v:.4f}; retriever "
+                              f"alone {retr:.4f}", table, weight=best[1])
         logger.info("re-ranker: %s", self.choice.describe())
         return self.choice

@@ -417,14 +417,24 @@ def rerank_table(run_dir: str | Path | None = None) -> Table:
                         fix="run `make rerank` first")
     meta = json.loads((run / CE_META_FILE).read_text(encoding="utf-8"))
     sources = [_rel(run / CE_META_FILE)]
-    val = pd.DataFrame(meta["validation"]["table"]).rename(columns={"ndcg@10": "val ndcg@10"})
-    val["k"] = val["k"].map(lambda k: "retriever alone" if k == 0 else str(k))
+    val = pd.DataFrame(meta["validation"]["table"])
+    if "weight" not in val.columns:  # runs before the weight was chosen: the CE alone
+        val["weight"] = 1.0
+    alone = val.loc[val["k"] == 0, "ndcg@10"]
+    grid = val[val["k"] > 0].pivot(index="k", columns="weight", values="ndcg@10")
+    grid = grid[sorted(grid.columns, reverse=True)]
+    grid.columns = [f"w = {w:g}" for w in grid.columns]
+    grid.index = [f"k = {k}" for k in grid.index]
+    if len(alone):
+        grid.loc["retriever alone"] = [float(alone.iloc[0])] * grid.shape[1]
     parts = [f"Re-ranker `{meta['name']}` over `{meta['retriever_name']}` (trained on "
              f"{meta['dataset']}, {meta['training_rows']['n']:,} (anchor, candidate) rows, "
              f"{meta['training_rows']['guarded']:,} mined candidates kept as relevant by the "
-             f"label guard; {meta['train_seconds']:.0f} s of training). k chosen on "
-             f"validation: **{meta['k']}** ({meta['validation']['chosen_on']}).", "",
-             val.to_markdown(index=False), ""]
+             f"label guard; {meta['train_seconds']:.0f} s of training). Candidates re-scored "
+             f"(k) and the cross-encoder's weight w in (1 − w) · retriever + w · "
+             f"cross-encoder, chosen on validation: **k = {meta['k']}, w = "
+             f"{meta.get('weight', 1.0):g}** ({meta['validation']['chosen_on']}).", "",
+             "Validation NDCG@10:", "", grid.to_markdown(), ""]
     rows = []
     for where, block in ((f"{meta['dataset']} test", meta.get("test_vs_retriever")),
                          (f"{meta.get('unseen', {}).get('dataset')} test (unseen)",

@@ -386,7 +386,8 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
                           "guarded": int(rows["guarded"].sum()),
                           "mean_target_mined": round(float(
                               rows.loc[rows["source"] == "mined", "target"].mean()), 4)},
-        "k": choice.k, "validation": {"chosen_on": choice.chosen_on, "table": choice.table},
+        "k": choice.k, "weight": choice.weight,
+        "validation": {"chosen_on": choice.chosen_on, "table": choice.table},
         "train_seconds": round(train_seconds, 1), "global_steps": trainer.state.global_step,
         "log_history": trainer.state.log_history,
         "incidents": str(inc_path), "incidents_sha256": sha256_file(inc_path),
@@ -395,7 +396,7 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
     atomic_write_json(model_dir / CE_META_FILE, {"name": cfg.name, "base_model": base.key,
                                                  "dataset": cfg.dataset})
     atomic_write_json(run_dir / CE_META_FILE, meta)
-    spec = f"rerank:{model_dir}@{retriever}#{choice.k}"
+    spec = f"rerank:{model_dir}@{retriever}#{choice.k},{choice.weight:g}"
     record = unseen = None
     if cfg.evaluate_test:
         record = evaluate_model(spec, bench, run_dir / "evaluate", scorer=scorer,
@@ -409,7 +410,8 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
         other = other_dataset(cfg.dataset)
         if other:  # reported, never used for a choice: the re-ranker on duplicates elsewhere
             other_bench = build_benchmark(processed_path(other))
-            scorer_other = RerankScorer(load_scorer(retriever), model, choice.k, name=cfg.name)
+            scorer_other = RerankScorer(load_scorer(retriever), model, choice.k,
+                                        weight=choice.weight, name=cfg.name)
             unseen = evaluate_model(spec, other_bench, run_dir / f"unseen_{other}",
                                     scorer=scorer_other, leaderboard=LEADERBOARD_CSV,
                                     task="unseen",

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from itsm_core.core.errors import ItsmError
-from itsm_core.encoders.rerank import RerankScorer, parse_rerank_spec, rerank_rows
+from itsm_core.encoders.rerank import RerankScorer, fuse, parse_rerank_spec, rerank_rows
 from itsm_core.encoders.scorers import TfidfScorer
 
 
@@ -41,9 +41,10 @@ class FixedRetriever:
 
 
 @pytest.mark.parametrize(("spec", "want"), [
-    ("rerank:models/ce@minilm", ("models/ce", "minilm", None)),
-    ("rerank:models/ce@minilm#30", ("models/ce", "minilm", 30)),
-    ("rerank: ce @ hybrid:minilm@0.6 #10", ("ce", "hybrid:minilm@0.6", 10)),
+    ("rerank:models/ce@minilm", ("models/ce", "minilm", None, None)),
+    ("rerank:models/ce@minilm#30", ("models/ce", "minilm", 30, None)),
+    ("rerank:models/ce@minilm#30,0.5", ("models/ce", "minilm", 30, 0.5)),
+    ("rerank: ce @ hybrid:minilm@0.6 #10", ("ce", "hybrid:minilm@0.6", 10, None)),
 ])
 def test_parse_rerank_spec(spec, want):
     assert parse_rerank_spec(spec) == want
@@ -51,6 +52,8 @@ def test_parse_rerank_spec(spec, want):
 
 @pytest.mark.parametrize("spec", ["rerank:ce", "rerank:@minilm", "rerank:ce@",
                                   "rerank:ce@minilm#x", "rerank:ce@minilm#0",
+                                  "rerank:ce@minilm#5,x", "rerank:ce@minilm#5,0",
+                                  "rerank:ce@minilm#5,1.5",
                                   "rerank:ce@rerank:ce2@minilm"])
 def test_bad_rerank_specs_say_what_to_write(spec):
     with pytest.raises(ItsmError) as err:
@@ -66,6 +69,25 @@ def test_rerank_rows_puts_the_cross_encoder_order_on_top_and_keeps_the_rest():
     ranking = list(np.argsort(-out[0], kind="stable"))
     assert ranking == [1, 2, 0, 4, 3]  # CE order on the top 3, retriever order below
     assert out[0, [0, 1, 2]].min() > out[0, [3, 4]].max()
+
+
+def test_rerank_rows_mixes_retriever_and_cross_encoder_scores_by_weight():
+    base = np.array([[0.9, 0.5, 0.1]])
+    order = np.array([[0, 1, 2]])
+    ce = np.array([[0.2, 0.8, 0.0]])
+    rank = lambda w: list(np.argsort(-rerank_rows(base, order, ce, 2, w)[0], kind="stable"))  # noqa: E731
+    assert rank(1.0) == [1, 0, 2]  # the cross-encoder alone: 0.8 > 0.2
+    assert rank(0.25) == [0, 1, 2]  # mostly the retriever: 0.725 > 0.575
+    np.testing.assert_allclose(fuse(base, ce, 0.5), [[0.55, 0.65, 0.05]])
+    np.testing.assert_allclose(fuse(np.array([-np.inf]), np.array([0.4]), 0.5), [0.2])
+
+
+def test_pair_scores_use_the_same_mix_as_the_ranking():
+    scorer = RerankScorer(TfidfScorer(), WordCE(), k=5, weight=0.5)
+    a, b = ["disk full", "vpn"], ["disk full", "printer"]
+    want = 0.5 * TfidfScorer().score_pairs(a, b) + 0.5 * np.array([1.0, 0.0])
+    np.testing.assert_allclose(scorer.score_pairs(a, b), want, rtol=1e-5)
+    assert RerankScorer(TfidfScorer(), WordCE(), k=5).weight == 1.0  # #k alone: the CE
 
 
 def test_score_matrix_rescoring_only_the_top_k():
@@ -124,6 +146,31 @@ def test_calibrate_chooses_the_smallest_k_that_is_best_on_validation():
     by_k = {r["k"]: r["ndcg@10"] for r in choice.table}
     assert by_k[3] == by_k[5] == pytest.approx(1.0)
     assert by_k[0] < 1.0 and by_k[1] == by_k[0]  # k = 0: the retriever alone, as reported
+    # every (k, weight) is tried; a tie between weights goes to the cross-encoder alone
+    assert {(r["k"], r["weight"]) for r in choice.table if r["k"] == 3} == {
+        (3, w) for w in (1.0, 0.75, 0.5, 0.25)}
+    assert choice.weight == 1.0
     assert "validation" in choice.chosen_on and scorer.k == 3
     # a chosen (or given) k is never re-chosen: the validation set is not built again
     assert scorer.calibrate(lambda: pytest.fail("rebuilt")) is choice
+
+
+def test_calibrate_keeps_the_retrievers_share_when_it_helps_on_validation():
+    """Each stage alone ranks d_i second, behind a different noise document; their mix
+    ranks it first, and validation finds that weight."""
+    bench = _bench()
+    base = bench.base.copy()
+    for i in range(len(bench.query_ids)):
+        base[i, i], base[i, 6 + 2 * i + 1] = 0.85, 0.3  # x_2i 0.9 > d_i 0.85 > x_2i+1
+
+    class MixedUpCE(WordCE):
+        def predict(self, pairs, batch_size=32, show_progress_bar=False):  # noqa: ANN001
+            return np.array([0.9 if d.startswith("topic") else float(int(d[5:]) % 2)
+                             for _, d in pairs])  # x_2i+1 1.0 > d_i 0.9 > x_2i 0.0
+
+    scorer = RerankScorer(FixedRetriever(base), MixedUpCE())
+    choice = scorer.calibrate(lambda: bench, grid=(3,))
+    by_w = {r["weight"]: r["ndcg@10"] for r in choice.table if r["k"] == 3}
+    assert by_w[0.5] == pytest.approx(1.0) and by_w[1.0] < 1.0
+    assert by_w[0.5] > next(r["ndcg@10"] for r in choice.table if r["k"] == 0)
+    assert 0.0 < choice.weight < 1.0 and scorer.weight == choice.weight

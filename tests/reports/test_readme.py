@@ -214,8 +214,11 @@ def test_rerank_table_renders_the_run_its_export_and_the_latency(tmp_path, monke
     diff = [{"metric": "ndcg@10", "diff": 0.05, "ci_low": 0.03, "ci_high": 0.07}]
     meta = {"name": "minilm-ce", "retriever_name": "minilm-ft", "dataset": "it_tickets",
             "training_rows": {"n": 3000, "guarded": 400}, "train_seconds": 200.0, "k": 20,
+            "weight": 0.5,
             "validation": {"chosen_on": "best ndcg@10 on validation split",
-                           "table": [{"k": 0, "ndcg@10": 0.69}, {"k": 20, "ndcg@10": 0.74}]},
+                           "table": [{"k": 0, "weight": 0.0, "ndcg@10": 0.69},
+                                     {"k": 20, "weight": 1.0, "ndcg@10": 0.72},
+                                     {"k": 20, "weight": 0.5, "ndcg@10": 0.74}]},
             "test_vs_retriever": diff,
             "unseen": {"dataset": "gitbugs_hadoop", "vs_retriever": diff},
             "git_commit": "abcdef0", "total_seconds": 900.0}
@@ -231,5 +234,11 @@ def test_rerank_table_renders_the_run_its_export_and_the_latency(tmp_path, monke
                   "p95_ms": 300.0}]}))
     monkeypatch.setattr("itsm_core.core.config.RESULTS_DIR", tmp_path / "results")
     md = rt.rerank_table(run).markdown
-    assert "**20**" in md and "retriever alone" in md and "+0.050 [+0.030, +0.070]" in md
+    assert "**k = 20, w = 0.5**" in md and "+0.050 [+0.030, +0.070]" in md
+    # validation grid: one row per k, one column per weight, and the retriever alone
+    grid = {ln.split("|")[1].strip(): ln for ln in md.splitlines() if ln.startswith("| ")}
+    assert "w = 1" in grid[""] and "w = 0.5" in grid[""]
+    assert grid[""].index("w = 1") < grid[""].index("w = 0.5")
+    assert "0.72" in grid["k = 20"] and "0.74" in grid["k = 20"]
+    assert "0.69" in grid["retriever alone"]
     assert "gitbugs_hadoop test (unseen)" in md and "onnx int8" in md and "250" in md

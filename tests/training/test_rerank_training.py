@@ -81,8 +81,8 @@ def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
     meta = res.meta
     assert (res.model_dir / "config.json").exists() and (res.run_dir / CE_META_FILE).exists()
     assert meta["global_steps"] == cfg.max_steps and meta["training_rows"]["positives"] > 0
-    table = {r["k"]: r["ndcg@10"] for r in meta["validation"]["table"]}
-    assert 0 in table and meta["k"] in table  # retriever alone beside every k tried
+    table = {(r["k"], r["weight"]): r["ndcg@10"] for r in meta["validation"]["table"]}
+    assert (0, 0.0) in table and (meta["k"], meta["weight"]) in table  # retriever alone too
     assert "validation split" in meta["validation"]["chosen_on"]
     rec = res.test_record
     assert rec["split"] == "test" and rec["model_kind"] == "rerank"
@@ -94,9 +94,10 @@ def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
     assert set(diffs) == {"ndcg@10", "mrr@10", "map@100"}
     assert all(r["ci_low"] <= r["diff"] <= r["ci_high"] for r in diffs.values())
     # the saved folder is a spec everywhere: the factory builds the same two stages
-    scorer = load_scorer(f"rerank:{res.model_dir}@{tiny_model}#{meta['k']}",
+    scorer = load_scorer(f"rerank:{res.model_dir}@{tiny_model}#{meta['k']},{meta['weight']}",
                          show_progress=False)
     assert isinstance(scorer, RerankScorer) and scorer.k == meta["k"]
+    assert scorer.weight == meta["weight"]
     assert scorer.name == rec["model"]
     with pytest.raises(ItsmError):  # never overwrite a run
         train_reranker(cfg, incidents_path=tiny_bundle["incidents"])
