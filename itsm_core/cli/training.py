@@ -328,3 +328,14 @@ def rerank_cmd(
                          f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]") for r in rows),
                        title=f"{title}: paired difference on the same queries",
                        right=("re-ranked − retriever",))
+    diag = meta.get("diagnostic") or {}
+    if "reranked" in diag:
+        print_rows(("scorer", "ROC-AUC", "F1", "verdict"),
+                   ((label, f"{d['roc_auc']:.3f}", f"{d['f1']:.3f}", d["verdict"])
+                    for label, d in (("re-ranked", diag["reranked"]),
+                                     ("retriever alone", diag["retriever"]))),
+                   title="adversarial diagnostic (test pairs)", right=("ROC-AUC", "F1"))
+    elif "skipped" in diag:
+        from rich.markup import escape
+
+        out.print(f"adversarial diagnostic skipped: {escape(diag['skipped'])}")

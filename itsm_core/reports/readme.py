@@ -446,6 +446,16 @@ def rerank_table(run_dir: str | Path | None = None) -> Table:
     if rows:
         parts += ["Paired difference on the same test queries:", "",
                   pd.DataFrame(rows).to_markdown(index=False), ""]
+    diag = meta.get("diagnostic") or {}
+    if "reranked" in diag:
+        drows = [{"scorer": label, "ROC-AUC [95 % CI]": _fmt(d["roc_auc"], *d["roc_auc_ci"]),
+                  "F1 [95 % CI]": _fmt(d["f1"], *d["f1_ci"]), "verdict": d["verdict"]}
+                 for label, d in (("re-ranked", diag["reranked"]),
+                                  ("retriever alone", diag["retriever"]))]
+        parts += ["Adversarial diagnostic on the same test pairs (threshold from validation "
+                  "pairs):", "", pd.DataFrame(drows).to_markdown(index=False), ""]
+    elif "skipped" in diag:
+        parts += [f"Adversarial diagnostic skipped: {diag['skipped']}", ""]
     export = latest_folder(run, CE_EXPORT_FILE)
     if export is not None:
         ag = json.loads((export / CE_EXPORT_FILE).read_text(encoding="utf-8")).get(

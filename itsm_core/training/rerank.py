@@ -37,7 +37,9 @@ from itsm_core.core.errors import ItsmError
 from itsm_core.core.io import (
     atomic_write_json,
     git_commit,
+    json_safe,
     new_run_dir,
+    read_run_json,
     sha256_file,
     unique_run_dir,
 )
@@ -430,6 +432,65 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
                               "vs_retriever": paired_rows(
                                   run_dir / f"unseen_{other}",
                                   run_dir / f"unseen_{other}_retriever")}
+    atomic_write_json(run_dir / CE_META_FILE, meta)
+    if cfg.evaluate_test:
+        try:
+            meta = diagnose_reranker(run_dir)
+        except ItsmError as err:  # e.g. too few adversarial pairs: keep the trained run
+            logger.warning("re-ranker diagnostic skipped: %s", err)
+            meta["diagnostic"] = {"skipped": str(err)}
     meta["total_seconds"] = round(time.time() - t_start, 1)
     atomic_write_json(run_dir / CE_META_FILE, meta)
     return RerankResult(run_dir, model_dir, meta, record, unseen)
+
+
+DIAGNOSTIC_FIELDS = ("model", "roc_auc", "roc_auc_ci", "f1", "f1_ci", "threshold", "verdict",
+                     "n_hard_positive", "n_hard_negative")
+
+
+def reranker_spec(run_dir: str | Path) -> str:
+    """The two stages of a finished run as a scorer spec, with its chosen ``k`` and weight
+    (``rerank:<run>/model@<retriever>#k,w``)."""
+    from itsm_core.encoders.rerank import CE_META_FILE
+
+    run = Path(run_dir)
+    meta = read_run_json(run, CE_META_FILE, "itsm rerank")
+    return f"rerank:{run / 'model'}@{meta['retriever']}#{meta['k']},{meta.get('weight', 1.0):g}"
+
+
+def diagnose_reranker(run_dir: str | Path, *, config=None,  # noqa: ANN001
+                      leaderboard: str | Path | None = LEADERBOARD_CSV) -> dict[str, Any]:
+    """The adversarial diagnostic of a finished run's two stages and, on the same pairs, of
+    its retriever alone (test pairs; each threshold chosen on validation pairs).
+
+    Args:
+        run_dir: an ``itsm rerank`` run folder.
+        config: the :class:`~itsm_core.evaluation.diagnostic.DiagnosticConfig` (default:
+            the one ``itsm diagnose`` uses, so the rows compare with its leaderboard rows).
+        leaderboard: where the re-ranked pipeline's diagnose row goes (the retriever's own
+            row comes from ``itsm diagnose``; none is added for it here).
+
+    Returns:
+        The run's metadata with ``diagnostic`` (``reranked`` / ``retriever``: ROC-AUC, F1,
+        their CIs, threshold, verdict), also written to its ``itsm_reranker.json``.
+    """
+    from itsm_core.encoders.rerank import CE_META_FILE
+    from itsm_core.evaluation.diagnostic import (
+        DiagnosticConfig,
+        build_diagnostic,
+        run_diagnostic,
+    )
+
+    run = Path(run_dir)
+    meta = read_run_json(run, CE_META_FILE, "itsm rerank")
+    data = build_diagnostic(meta["incidents"], config=config or DiagnosticConfig())
+    out = run / "diagnose"
+    rows = {}
+    for key, spec, board in (("reranked", reranker_spec(run), leaderboard),
+                             ("retriever", meta["retriever"], None)):
+        row = run_diagnostic([spec], data=data, out_dir=out, leaderboard=board).iloc[0]
+        rows[key] = json_safe({f: row[f] for f in DIAGNOSTIC_FIELDS})
+    meta["diagnostic"] = rows
+    atomic_write_json(run / CE_META_FILE, meta)
+    return meta
+

@@ -221,6 +221,10 @@ def test_rerank_table_renders_the_run_its_export_and_the_latency(tmp_path, monke
                                      {"k": 20, "weight": 0.5, "ndcg@10": 0.74}]},
             "test_vs_retriever": diff,
             "unseen": {"dataset": "gitbugs_hadoop", "vs_retriever": diff},
+            "diagnostic": {k: {"roc_auc": v, "roc_auc_ci": [v - 0.05, v + 0.05], "f1": 0.7,
+                               "f1_ci": [0.65, 0.75], "verdict": verdict}
+                           for k, v, verdict in (("reranked", 0.81, "pass"),
+                                                 ("retriever", 0.6, "fail"))},
             "git_commit": "abcdef0", "total_seconds": 900.0}
     (run / CE_META_FILE).write_text(json.dumps(meta))
     (run / "onnx" / CE_EXPORT_FILE).write_text(json.dumps({"agreement": {"n_pairs": 8, "rows": [
@@ -236,9 +240,14 @@ def test_rerank_table_renders_the_run_its_export_and_the_latency(tmp_path, monke
     md = rt.rerank_table(run).markdown
     assert "**k = 20, w = 0.5**" in md and "+0.050 [+0.030, +0.070]" in md
     # validation grid: one row per k, one column per weight, and the retriever alone
-    grid = {ln.split("|")[1].strip(): ln for ln in md.splitlines() if ln.startswith("| ")}
+    grid = {ln.split("|")[1].strip(): ln for ln in md.split("Paired difference")[0]
+            .splitlines() if ln.startswith("| ")}
     assert "w = 1" in grid[""] and "w = 0.5" in grid[""]
     assert grid[""].index("w = 1") < grid[""].index("w = 0.5")
     assert "0.72" in grid["k = 20"] and "0.74" in grid["k = 20"]
     assert "0.69" in grid["retriever alone"]
+    diag = {ln.split("|")[1].strip(): ln for ln in md.split("Adversarial diagnostic")[1]
+            .splitlines() if ln.startswith("| ")}
+    assert "0.810 [0.760, 0.860]" in diag["re-ranked"] and "pass" in diag["re-ranked"]
+    assert "0.600" in diag["retriever alone"] and "fail" in diag["retriever alone"]
     assert "gitbugs_hadoop test (unseen)" in md and "onnx int8" in md and "250" in md

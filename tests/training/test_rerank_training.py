@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,8 +73,9 @@ def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
         tiny_bundle, tiny_model, isolated_results):
     from itsm_core.encoders.factory import load_scorer
     from itsm_core.encoders.rerank import CE_META_FILE, RerankScorer
+    from itsm_core.evaluation.diagnostic import DiagnosticConfig
     from itsm_core.runs.schema import read_leaderboard
-    from itsm_core.training.rerank import train_reranker
+    from itsm_core.training.rerank import diagnose_reranker, train_reranker
 
     cfg = config_for_profile("smoke", dataset="tiny", base=str(tiny_model),
                              retriever=str(tiny_model), evaluate_test=True,
@@ -99,6 +102,22 @@ def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
     assert isinstance(scorer, RerankScorer) and scorer.k == meta["k"]
     assert scorer.weight == meta["weight"]
     assert scorer.name == rec["model"]
+    # the tiny test split has too few adversarial pairs: the run is kept, the reason noted
+    assert "too few adversarial pairs" in meta["diagnostic"]["skipped"]
     with pytest.raises(ItsmError):  # never overwrite a run
         train_reranker(cfg, incidents_path=tiny_bundle["incidents"])
+    # the diagnostic of both stages, and of the retriever alone on the same pairs
+    small = DiagnosticConfig(n_pairs=2, min_pairs=1, n_shortcut=2, n_boilerplate=2)
+    meta = diagnose_reranker(res.run_dir, config=small, leaderboard=isolated_results.leaderboard)
+    diag = meta["diagnostic"]
+    assert diag["reranked"]["model"] == rec["model"]
+    assert diag["retriever"]["model"] == meta["retriever_name"]
+    for d in diag.values():
+        assert 0.0 <= d["roc_auc"] <= 1.0 and d["verdict"] in ("pass", "fail")
+        assert d["roc_auc_ci"][0] <= d["roc_auc"] <= d["roc_auc_ci"][1]
+    assert diag["reranked"]["n_hard_positive"] == diag["retriever"]["n_hard_positive"]
+    saved = json.loads((res.run_dir / CE_META_FILE).read_text(encoding="utf-8"))
+    assert saved["diagnostic"] == diag
+    board = read_leaderboard(isolated_results.leaderboard)
+    assert set(board.loc[board["task"] == "diagnose", "model"]) == {rec["model"]}
 
