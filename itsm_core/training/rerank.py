@@ -135,18 +135,10 @@ def config_for_profile(profile: str = "default", **overrides: Any) -> RerankConf
 def relevance_keys(incidents: pd.DataFrame, labels: list[str],
                    links: pd.DataFrame | None) -> pd.DataFrame:
     """Per TRAINING incident, the keys its relevance is graded on: the label levels
-    (coarse first), or its duplicate cluster among the training links.
-
-    With labels, only incidents that have the coarse label are kept — they are what the
-    benchmark ranks (its queries and corpus), so they are the only candidates the
-    re-ranker will see. An unlabelled incident has no grade: mined as a candidate it
-    would be trained as irrelevant though nothing says it is (measured on it_tickets:
-    without this filter half of the 6,000-incident mining corpus was unlabelled).
-    """
+    (coarse first), or its duplicate cluster among the training links."""
     tr = incidents[incidents["split"] == "train"].set_index("number")
     if labels:
-        keys = tr[labels].astype("string")
-        return keys[keys[labels[0]].notna()]
+        return tr[labels].astype("string")
     if links is None:
         raise ItsmError("the data set has neither labels nor duplicate links",
                         fix="a re-ranker needs a relevance signal: add labels or links")

@@ -121,17 +121,3 @@ def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
     board = read_leaderboard(isolated_results.leaderboard)
     assert set(board.loc[board["task"] == "diagnose", "model"]) == {rec["model"]}
 
-
-
-def test_relevance_keys_keep_only_what_the_benchmark_ranks():
-    """An unlabelled training incident has no grade, so it is never a mined candidate (it
-    would be trained as irrelevant); held-out incidents are never keys either."""
-    inc = pd.DataFrame({
-        "number": ["a", "b", "c", "d", "e"],
-        "split": ["train", "train", "train", "train", "test"],
-        "category": ["net", "net", None, "disk", "net"],
-        "subcategory": ["vpn", None, None, "full", "vpn"]})
-    keys = relevance_keys(inc, ["category", "subcategory"], None)
-    assert list(keys.index) == ["a", "b", "d"]  # c: no label; e: held out
-    assert keys.loc["b", "subcategory"] is pd.NA  # a coarse label alone still grades
-    np.testing.assert_allclose(grade(keys, ["a", "a", "a"], ["b", "d", "c"]), [0.5, 0.0, 0.0])
