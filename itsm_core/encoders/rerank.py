@@ -5,9 +5,9 @@ together, so it can tell "the same problem" from "the same words" — at the pri
 transformer pass per (query, candidate) pair. The usual answer is two stages: the
 retriever ranks the whole corpus, the cross-encoder re-orders its top ``k``.
 
-:class:`RerankScorer` (spec ``rerank:<cross-encoder>@<retriever>[#k[,w]]``) is that pipeline as a
-:class:`~itsm_core.encoders.scorers.Scorer`, so evaluate_v2, the diagnostic, search and the
-service all take it:
+:class:`RerankScorer` (spec ``rerank:<cross-encoder>@<retriever>[#k[,w]]``) is that
+pipeline as a :class:`~itsm_core.encoders.scorers.Scorer`, so evaluate_v2, the diagnostic,
+search and the service all take it:
 
 * ``score_matrix``: the top ``k`` of each row (by the retriever) get the re-ranked score,
   placed above every other candidate; the rest keep the retriever's order below.
