@@ -300,8 +300,8 @@ def rerank_cmd(
 ) -> None:
     """Train a cross-encoder re-ranker on TRAINING pairs with candidates mined by the
     retriever (graded by labels, never by a model), choose k and the cross-encoder's weight
-    on validation, then evaluate
-    retriever + re-ranker on test (leaderboard row) and on the other data set."""
+    on validation, then evaluate retriever + re-ranker on test (leaderboard row), on the
+    other data set and by the adversarial diagnostic."""
     from itsm_core.training.rerank import config_for_profile, train_reranker
 
     overrides = {key: v for key, v in dict(
@@ -313,6 +313,12 @@ def rerank_cmd(
     meta = res.meta
     out.print(f"re-ranker -> {res.model_dir}  (k={meta['k']}, cross-encoder weight "
               f"{meta['weight']:g}; {meta['validation']['chosen_on']})")
+    _print_rerank(res)
+
+
+def _print_rerank(res) -> None:  # noqa: ANN001 - a RerankResult
+    """The run's choice on validation, test record, paired differences and diagnostic."""
+    meta = res.meta
     print_rows(("k", "cross-encoder weight", "validation ndcg@10"),
                ((r["k"] or "retriever alone", f"{r.get('weight', 1.0):g}" if r["k"] else "",
                  r["ndcg@10"]) for r in meta["validation"]["table"]),
