@@ -68,13 +68,15 @@ class RerankConfig:
             not needed as a false-negative guard; measured on it_tickets, a margin of
             0.05 left 4 of 600 anchors with four candidates, because a random same-label
             positive scores below most of the retriever's top 30).
-        max_length: tokens of the (query, candidate) pair (128: half an incident's
-            median pair is ~60 tokens; at 256 a step costs twice as much).
+        max_length: tokens of the (query, candidate) pair (128: an it_tickets text has a
+            median of 30 tokens, so most pairs fit whole; at 256 a step costs twice as
+            much).
         max_anchors / max_length / batch_size defaults: measured on it_tickets validation
-            (200 queries, over the drift-penalised minilm-ft): 500 anchors, 256 tokens,
-            batch 16 (125 steps) re-ranked to 0.679 at k = 5 vs 0.677 alone; 3,000
-            anchors, 128 tokens, batch 32 (375 steps, ~15 min on 2 cores) reach 0.703
-            with the retriever's score mixed in (k = 20, w = 0.1) vs 0.695 alone.
+            (200 queries). 500 anchors, 256 tokens, batch 16 (125 steps) re-ranked the
+            older minilm-ft to 0.679 at k = 5 vs 0.677 alone (fad7a9a); over the
+            drift-penalised minilm-ft, 3,000 anchors, 128 tokens, batch 32 (375 steps,
+            ~14 min on 2 cores) reach 0.703 with the retriever's score mixed in
+            (k = 20, w = 0.1) vs 0.695 alone.
             Starting from the retriever's own weights instead of packaged MiniLM gave
             0.705 — within noise, so the packaged start stays. Mining only among labelled
             incidents (an unlabelled candidate is graded 0 although nothing says it is
