@@ -105,6 +105,12 @@ def parse_rerank_spec(spec: str) -> tuple[str, str, int | None, float | None]:
     return ce, retriever, k, w
 
 
+def format_rerank_spec(cross_encoder: str | Path, retriever: str, k: int,
+                       weight: float = 1.0) -> str:
+    """The spec :func:`parse_rerank_spec` reads back: ``rerank:<ce>@<retriever>#k,w``."""
+    return f"rerank:{cross_encoder}@{retriever}#{int(k)},{float(weight):g}"
+
+
 class OnnxCrossEncoder:
     """A cross-encoder's ONNX export with the ``CrossEncoder.predict`` signature.
 

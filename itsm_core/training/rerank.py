@@ -345,7 +345,7 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
     from itsm_core.data.incidents import load_links
     from itsm_core.encoders.factory import load_scorer
     from itsm_core.encoders.registry import resolve_spec
-    from itsm_core.encoders.rerank import CE_META_FILE, RerankScorer
+    from itsm_core.encoders.rerank import CE_META_FILE, RerankScorer, format_rerank_spec
     from itsm_core.evaluation.benchmark import (
         build_benchmark,
         evaluate_model,
@@ -414,7 +414,7 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
     atomic_write_json(model_dir / CE_META_FILE, {"name": cfg.name, "base_model": base.key,
                                                  "dataset": cfg.dataset})
     atomic_write_json(run_dir / CE_META_FILE, meta)
-    spec = f"rerank:{model_dir}@{retriever}#{choice.k},{choice.weight:g}"
+    spec = format_rerank_spec(model_dir, retriever, choice.k, choice.weight)
     record = unseen = None
     if cfg.evaluate_test:
         record = evaluate_model(spec, bench, run_dir / "evaluate", scorer=scorer,
@@ -459,11 +459,12 @@ DIAGNOSTIC_FIELDS = ("model", "roc_auc", "roc_auc_ci", "f1", "f1_ci", "threshold
 def reranker_spec(run_dir: str | Path) -> str:
     """The two stages of a finished run as a scorer spec, with its chosen ``k`` and weight
     (``rerank:<run>/model@<retriever>#k,w``)."""
-    from itsm_core.encoders.rerank import CE_META_FILE
+    from itsm_core.encoders.rerank import CE_META_FILE, format_rerank_spec
 
     run = Path(run_dir)
     meta = read_run_json(run, CE_META_FILE, "itsm rerank")
-    return f"rerank:{run / 'model'}@{meta['retriever']}#{meta['k']},{meta.get('weight', 1.0):g}"
+    return format_rerank_spec(run / "model", meta["retriever"], meta["k"],
+                              meta.get("weight", 1.0))
 
 
 def diagnose_reranker(run_dir: str | Path, *, config=None,  # noqa: ANN001
