@@ -150,6 +150,51 @@ def paired_table(model: str = "minilm-ft", leaderboard: str | Path = LEADERBOARD
                  _date(used_rows["timestamp"].astype(str).max()))
 
 
+def finetunes_table(dataset: str = "it_tickets", leaderboard: str | Path = LEADERBOARD_CSV
+                    ) -> Table:
+    """Every fine-tune of ``dataset`` side by side (:func:`~itsm_core.reports.views.
+    finetune_comparison`): cost, validation, test gain over its own zero-shot base and what
+    it forgot on the unseen data set, paired CIs."""
+    from itsm_core.reports.views import finetune_comparison
+
+    t = finetune_comparison(dataset, leaderboard=leaderboard)
+    m, um = t.attrs["metric"].upper(), t.attrs["unseen_metric"].upper()
+
+    def ci(v: object, signed: bool = False) -> str:
+        return _fmt(*v, signed=signed) if isinstance(v, tuple) else "–"
+
+    def num(v: object, spec: str) -> str:
+        return format(v, spec) if isinstance(v, (int, float)) and v == v else "–"
+
+    out = pd.DataFrame({
+        "fine-tune": t["fine-tune"], "base": t["base"], "mode": t["mode"],
+        "steps x batch": t["steps x batch"],
+        "train s": t["train s"].map(lambda v: num(v, ",.0f")),
+        f"val {m} base → kept": [f"{num(a, '.3f')} → {num(b, '.3f')}"
+                                 for a, b in zip(t["val base"], t["val kept"])],
+        "WiSE-FT α": t["WiSE-FT α"].map(lambda v: num(v, "g")),
+        f"unseen val {um} base → kept": [f"{num(a, '.3f')} → {num(b, '.3f')}" for a, b in
+                                         zip(t["unseen val base"], t["unseen val kept"])],
+        f"test {m}": t["test"].map(ci),
+        "test − its zero-shot": t.get("test − base", pd.Series(["–"] * len(t))).map(
+            lambda v: ci(v, True)),
+        f"unseen test {um}": t.get("unseen test", pd.Series(["–"] * len(t))).map(ci),
+        "unseen − its zero-shot": t.get("unseen test − base", pd.Series(["–"] * len(t))).map(
+            lambda v: ci(v, True)),
+    })
+    unseen_sets = sorted({s for s in t.get("unseen set", pd.Series(dtype=object)).dropna()})
+    md = (f"Fine-tunes trained on {dataset} (test {m} there; unseen = "
+          f"{', '.join(unseen_sets) or 'none'} test {um}, a data set the fine-tune never "
+          f"saw; differences paired over the same queries against the fine-tune's own "
+          f"zero-shot base; the validation columns are what each run was chosen on — unseen "
+          f"validation = that data set's train + validation queries):\n\n"
+          + out.to_markdown(index=False))
+    used = t.attrs["rows"]
+    commits, _ = _commits_dates(used)
+    return Table("finetunes", md, [_rel(leaderboard), "train_meta.json of each run"], commits,
+                 _date(used["timestamp"].astype(str).max()))
+
+
 def diagnose_table(dataset: str = "it_tickets", leaderboard: str | Path = LEADERBOARD_CSV
                    ) -> Table:
     """Adversarial diagnostic per model: ROC-AUC [CI], F1, verdict, shortcut / boilerplate."""
@@ -489,6 +534,7 @@ when their result file exists here (else the committed table is kept)."""
 TABLES: dict[str, Callable[[], Table]] = {
     "leaderboard": leaderboard_table,
     "paired": paired_table,
+    "finetunes": finetunes_table,
     "diagnose": diagnose_table,
     "tiers": tiers_table,
     "export": export_table,

@@ -235,3 +235,83 @@ def dataset_card(dataset: str, incidents: str | Path | None = None) -> pd.DataFr
         "split (train / validation / test)": " / ".join(
             str(split.get(s, 0)) for s in ("train", "validation", "test")),
         "text fields": ", ".join(side.text_fields), "source": side.provenance}})
+
+
+def _kept_validation(meta: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+    """(target, unseen, base's unseen) VALIDATION scores of the model a run kept: the chosen
+    WiSE-FT α's row (α = 0 is the base), else the best checkpoint's target alone."""
+    wise = meta.get("wise_ft") or {}
+    rows = {row["alpha"]: row for row in wise.get("rows", [])}
+    if wise.get("alpha") in rows:
+        kept = rows[wise["alpha"]]
+        return kept["target"], kept.get("unseen"), rows.get(0.0, {}).get("unseen")
+    return meta.get("best_validation_ndcg@10"), None, None
+
+
+def finetune_comparison(dataset: str = "it_tickets", metric: str = "ndcg@10",
+                        unseen_metric: str = "mrr@10", leaderboard: str | Path | None = None
+                        ) -> pd.DataFrame:
+    """Every fine-tune of ``dataset`` side by side — which model a desk should train: its
+    cost (steps, seconds), the validation scores it was chosen on, its test gain over its
+    OWN zero-shot base on the same queries, and what it forgot on the data set it never
+    saw (paired against that base there too).
+
+    Args:
+        dataset: the data set the fine-tunes were trained (and tested) on.
+        metric: the target metric on ``dataset``; unseen_metric: the one on the unseen set.
+        leaderboard: where the runs are found (default: the project's).
+
+    Returns:
+        One row per fine-tuned model (newest run of each name); ``attrs["rows"]`` holds the
+        leaderboard rows used.
+
+    Raises:
+        ItsmError: no fine-tune of ``dataset`` on the leaderboard.
+    """
+    from itsm_core.runs.store import latest_per_model
+    from itsm_core.training.finetune import load_train_meta
+
+    full = read_leaderboard(leaderboard or LEADERBOARD_CSV)
+    evals, unseen = latest_per_model(full), latest_per_model(full, task="unseen")
+    evals, unseen = evals[evals["split"] == "test"], unseen[unseen["split"] == "test"]
+    tuned = evals[(evals["dataset"] == dataset) & evals["run_dir"].map(
+        lambda d: (Path(str(d)).parent / "train_meta.json").exists())]
+    if tuned.empty:
+        raise ItsmError(f"no fine-tune of {dataset} with a test evaluation on the leaderboard",
+                        fix=f"run `itsm train --dataset {dataset}` (or `make train`)")
+    rows, used = [], [tuned]
+    for _, r in tuned.sort_values("timestamp").iterrows():
+        meta = load_train_meta(Path(str(r["run_dir"])).parent)
+        cfg, base = meta.get("train_config", {}), meta.get("base_model")
+        zero = evals[(evals["dataset"] == dataset) & (evals["model"] == base)
+                     & (evals["relevance"] == r["relevance"])]
+        val, val_unseen, base_unseen = _kept_validation(meta)
+        row = {"fine-tune": r["model"], "base": base, "mode": cfg.get("mode"),
+               "steps x batch": f"{meta.get('global_steps')} x {cfg.get('batch_size')}",
+               "precision": meta.get("precision"),
+               "train s": meta.get("train_seconds"), "run s": meta.get("total_seconds"),
+               "val base": meta.get("base_validation", {}).get(f"validation_{metric}"),
+               "val kept": val, "WiSE-FT α": (meta.get("wise_ft") or {}).get("alpha"),
+               "unseen val base": base_unseen, "unseen val kept": val_unseen,
+               "test": (r[metric], r[f"{metric}_ci_low"], r[f"{metric}_ci_high"])}
+        if not zero.empty:
+            used.append(zero)
+            d = paired_difference(r["run_dir"], zero["run_dir"].iat[0], metric)
+            row["test − base"] = (d["diff"], d["ci_low"], d["ci_high"])
+        other = unseen[unseen["model"] == f"{r['model']} (trained on {dataset})"]
+        if not other.empty:
+            u = other.iloc[0]
+            used.append(other)
+            row["unseen set"] = u["dataset"]
+            row["unseen test"] = (u[unseen_metric], u[f"{unseen_metric}_ci_low"],
+                                  u[f"{unseen_metric}_ci_high"])
+            uzero = evals[(evals["dataset"] == u["dataset"]) & (evals["model"] == base)
+                          & (evals["relevance"] == u["relevance"])]
+            if not uzero.empty:
+                used.append(uzero)
+                d = paired_difference(u["run_dir"], uzero["run_dir"].iat[0], unseen_metric)
+                row["unseen test − base"] = (d["diff"], d["ci_low"], d["ci_high"])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs.update(rows=pd.concat(used), metric=metric, unseen_metric=unseen_metric)
+    return table

@@ -251,3 +251,63 @@ def test_rerank_table_renders_the_run_its_export_and_the_latency(tmp_path, monke
     assert "0.810 [0.760, 0.860]" in diag["re-ranked"] and "pass" in diag["re-ranked"]
     assert "0.600" in diag["retriever alone"] and "fail" in diag["retriever alone"]
     assert "gitbugs_hadoop test (unseen)" in md and "onnx int8" in md and "250" in md
+
+
+def _finetune(tmp: Path, board: Path, name: str, base: str, target: np.ndarray,
+              unseen: np.ndarray, wise_alpha: float = 0.5) -> None:
+    """A training run folder as `itsm train` leaves it: train_meta.json, its test
+    evaluation (evaluate/) and its run on the data set it never saw (unseen_other/)."""
+    from itsm_core.core.io import atomic_write_json
+
+    run = tmp / f"train_{name}"
+    rows = [{"alpha": 0.0, "target": 0.60, "unseen": 0.50},
+            {"alpha": wise_alpha, "target": 0.66, "unseen": 0.495}]
+    atomic_write_json(run / "train_meta.json", {
+        "base_model": base, "train_config": {"mode": "lora", "batch_size": 32},
+        "global_steps": 120, "train_seconds": 600.0, "total_seconds": 800.0,
+        "precision": "bf16", "base_validation": {"validation_ndcg@10": 0.60},
+        "best_validation_ndcg@10": 0.67, "wise_ft": {"alpha": wise_alpha, "rows": rows}})
+    for sub, model, ds, task, vals in (("evaluate", name, "it_tickets", "evaluate", target),
+                                       ("unseen_other", f"{name} (trained on it_tickets)",
+                                        "other", "unseen", unseen)):
+        bench = {"dataset": ds, "split": "test", "relevance": "labels", "n_queries": len(vals)}
+        metrics = {m: float(vals.mean()) for m in ("ndcg@10", "mrr@10", "map@100")}
+        rec = make_record(task=task, model=model, model_kind="dense", benchmark=bench,
+                          metrics=metrics, model_spec={"key": base})
+        per_query = pd.DataFrame({"query": [f"q{i}" for i in range(len(vals))],
+                                  "ndcg@10": vals, "mrr@10": vals, "map@100": vals})
+        write_run(run / sub, rec, {"per_query": per_query}, leaderboard=board)
+
+
+def test_finetunes_table_sets_each_fine_tune_against_its_own_zero_shot_base(tmp_path):
+    rng = np.random.default_rng(1)
+    board = tmp_path / "leaderboard.csv"
+    zero = {("it_tickets", "minilm"): rng.uniform(0.3, 0.7, 300),
+            ("it_tickets", "mpnet"): rng.uniform(0.3, 0.7, 300),
+            ("other", "minilm"): rng.uniform(0.3, 0.7, 60),
+            ("other", "mpnet"): rng.uniform(0.3, 0.7, 60)}
+    for (ds, model), vals in zero.items():
+        _run(tmp_path / ds, board, model, "dense", vals, dataset=ds)
+    with pytest.raises(ItsmError, match="itsm train"):
+        rt.finetunes_table("it_tickets", board)
+    # MiniLM gains 0.05 and forgets 0.1; MPNet gains 0.02 and forgets nothing
+    _finetune(tmp_path, board, "minilm-ft", "minilm", zero["it_tickets", "minilm"] + 0.05,
+              zero["other", "minilm"] - 0.1)
+    _finetune(tmp_path, board, "mpnet-ft", "mpnet", zero["it_tickets", "mpnet"] + 0.02,
+              zero["other", "mpnet"], wise_alpha=1.0)
+    md = rt.finetunes_table("it_tickets", board).markdown
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in md.splitlines() if line.startswith("| m")}
+    head = [c.strip() for c in next(line for line in md.splitlines()
+                                    if line.startswith("| fine-tune")).split("|")[1:-1]]
+    mini, mp = (dict(zip(head, rows[k])) for k in ("minilm-ft", "mpnet-ft"))
+    assert mini["base"] == "minilm" and mp["base"] == "mpnet"
+    assert mini["test − its zero-shot"].startswith("+0.050 [+0.050")
+    assert mp["test − its zero-shot"].startswith("+0.020")
+    assert mini["unseen − its zero-shot"].startswith("−0.100")
+    assert mp["unseen − its zero-shot"].startswith("+0.000")
+    # the validation signals the run was chosen on: the kept WiSE-FT α's row
+    assert mini["WiSE-FT α"] == "0.5"
+    assert mini["unseen val MRR@10 base → kept"] == "0.500 → 0.495"
+    assert mini["val NDCG@10 base → kept"] == "0.600 → 0.660"
+    assert mini["steps x batch"] == "120 x 32"
