@@ -176,13 +176,11 @@ def finetunes_table(dataset: str = "it_tickets", leaderboard: str | Path = LEADE
         f"unseen val {um} base → kept": [f"{num(a, '.3f')} → {num(b, '.3f')}" for a, b in
                                          zip(t["unseen val base"], t["unseen val kept"])],
         f"test {m}": t["test"].map(ci),
-        "test − its zero-shot": t.get("test − base", pd.Series(["–"] * len(t))).map(
-            lambda v: ci(v, True)),
-        f"unseen test {um}": t.get("unseen test", pd.Series(["–"] * len(t))).map(ci),
-        "unseen − its zero-shot": t.get("unseen test − base", pd.Series(["–"] * len(t))).map(
-            lambda v: ci(v, True)),
+        "test − its zero-shot": t["test − base"].map(lambda v: ci(v, True)),
+        f"unseen test {um}": t["unseen test"].map(ci),
+        "unseen − its zero-shot": t["unseen test − base"].map(lambda v: ci(v, True)),
     })
-    unseen_sets = sorted({s for s in t.get("unseen set", pd.Series(dtype=object)).dropna()})
+    unseen_sets = sorted(set(t["unseen set"].dropna()))
     md = (f"Fine-tunes trained on {dataset} (test {m} there; unseen = "
           f"{', '.join(unseen_sets) or 'none'} test {um}, a data set the fine-tune never "
           f"saw; differences paired over the same queries against the fine-tune's own "

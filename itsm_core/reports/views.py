@@ -20,7 +20,7 @@ from itsm_core.evaluation.paired import (
     versus_baselines,
     versus_zero_shot,
 )
-from itsm_core.runs.schema import format_with_ci, read_leaderboard
+from itsm_core.runs.schema import format_with_ci, read_leaderboard, unseen_model_name
 from itsm_core.runs.store import latest_rows
 
 __all__ = ["paired_difference", "paired_vs_baselines", "versus_baselines", "versus_zero_shot"]
@@ -298,7 +298,7 @@ def finetune_comparison(dataset: str = "it_tickets", metric: str = "ndcg@10",
             used.append(zero)
             d = paired_difference(r["run_dir"], zero["run_dir"].iat[0], metric)
             row["test − base"] = (d["diff"], d["ci_low"], d["ci_high"])
-        other = unseen[unseen["model"] == f"{r['model']} (trained on {dataset})"]
+        other = unseen[unseen["model"] == unseen_model_name(r["model"], dataset)]
         if not other.empty:
             u = other.iloc[0]
             used.append(other)
@@ -312,6 +312,8 @@ def finetune_comparison(dataset: str = "it_tickets", metric: str = "ndcg@10",
                 d = paired_difference(u["run_dir"], uzero["run_dir"].iat[0], unseen_metric)
                 row["unseen test − base"] = (d["diff"], d["ci_low"], d["ci_high"])
         rows.append(row)
-    table = pd.DataFrame(rows)
+    # every column, also where no row has it (no zero-shot run, no unseen run): NaN
+    table = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys(
+        [*rows[0], "test − base", "unseen set", "unseen test", "unseen test − base"])))
     table.attrs.update(rows=pd.concat(used), metric=metric, unseen_metric=unseen_metric)
     return table

@@ -121,6 +121,12 @@ def write_run(out_dir: str | Path, record: dict[str, Any],
     return out_dir / "metrics.json"
 
 
+def unseen_model_name(model: str, trained_on: str) -> str:
+    """The leaderboard name of ``model``'s run (task ``unseen``) on a data set it was not
+    trained on; one spelling for the trainers that write it and the reports that read it."""
+    return f"{model} (trained on {trained_on})"
+
+
 def relevance_key(value: Any) -> str:
     """The relevance signal as runs are compared by: ``links:<file name>`` rather than the
     links file's absolute path, so runs of the same data set made in another clone or

@@ -997,10 +997,11 @@ def run_training(cfg: TrainConfig, *, pairs: pd.DataFrame | None = None,
     # reported, never used for a choice: what the fine-tune forgets elsewhere
     if other and cfg.evaluate_test:
         from itsm_core.data.datasets import processed_path
+        from itsm_core.runs.schema import unseen_model_name
 
         unseen = evaluate_model(str(model_dir), build_benchmark(processed_path(other)),
                                 run_dir / f"unseen_{other}", leaderboard=LEADERBOARD_CSV,
-                                task="unseen", name=f"{run_name} (trained on {cfg.dataset})")
+                                task="unseen", name=unseen_model_name(run_name, cfg.dataset))
         atomic_write_json(run_dir / "unseen_metrics.json", unseen)
         meta["unseen"] = {"dataset": other, **{m: unseen.get(m) for m in (
             "ndcg@10", "mrr@10", "map@100")}}

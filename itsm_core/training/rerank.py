@@ -43,6 +43,7 @@ from itsm_core.core.io import (
     sha256_file,
     unique_run_dir,
 )
+from itsm_core.runs.schema import unseen_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -433,7 +434,7 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
             unseen = evaluate_model(spec, other_bench, run_dir / f"unseen_{other}",
                                     scorer=scorer_other, leaderboard=LEADERBOARD_CSV,
                                     task="unseen",
-                                    name=f"{scorer.name} (trained on {cfg.dataset})")
+                                    name=unseen_model_name(scorer.name, cfg.dataset))
             evaluate_model(retriever, other_bench, run_dir / f"unseen_{other}_retriever",
                            scorer=scorer_other.retriever, leaderboard=None)
             meta["unseen"] = {"dataset": other, **{m: unseen.get(m) for m in HEADLINE},
