@@ -90,10 +90,12 @@ distill: $(STAGE_DATA)  ## ensemble(minilm-ft, minilm-simcse-ft) -> MiniLM stude
 	  --name ensemble-ft-simcse --out $$ens; \
 	$(ITSM) report distill --teacher $$ens --dataset it_tickets --profile $(PROFILE)
 
-rerank: $(STAGE_DATA)  ## cross-encoder re-ranker over the pipeline's minilm-ft (it_tickets): train, k on validation, test + unseen (paired vs the retriever), INT8 export, latency at k=10/30/100
-	$(ITSM) rerank --dataset it_tickets --retriever minilm-ft --profile $(PROFILE)
+RETRIEVER ?= minilm-ft
+
+rerank: $(STAGE_DATA)  ## cross-encoder re-ranker over the newest fine-tune RETRIEVER (default minilm-ft; it_tickets): train, k on validation, test + unseen (paired vs the retriever), INT8 export, latency at k=10/30/100
+	$(ITSM) rerank --dataset it_tickets --retriever $(RETRIEVER) --profile $(PROFILE)
 	$(ITSM) export --reranker latest --dataset it_tickets
-	$(ITSM) bench rerank --reranker latest --onnx latest --retriever minilm-ft
+	$(ITSM) bench rerank --reranker latest --onnx latest --retriever $(RETRIEVER)
 
 export: env  ## INT8 ONNX export of the pipeline's fine-tuned MiniLM (it_tickets), measured vs torch
 	$(ITSM) export --trained it_tickets --trained-name minilm-ft --max-seq-length 128
