@@ -51,7 +51,9 @@ def models_cmd() -> None:
 @friendly
 def evaluate_cmd(
     model: Annotated[str, typer.Option(help="registry key, model folder, hub id, tfidf or bm25")],
-    out_dir: Annotated[Path, typer.Option("--out", help="new directory for this run")],
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="new directory for this run (default: a new folder under "
+        "models/results/runs)")] = None,
     incidents: Annotated[Path | None, typer.Option(
         help="incidents file (CSV, JSON, JSONL, Parquet)")] = None,
     dataset: Annotated[str | None, typer.Option(
@@ -82,7 +84,7 @@ def evaluate_cmd(
                         links=links, text_fields=csv_list(text_fields), config=cfg,
                         encoding=encoding, leaderboard=leaderboard)
     print_record(rec)
-    out.print(f"wrote {out_dir / 'metrics.json'}")
+    out.print(f"wrote {Path(rec.get('run_dir') or out_dir) / 'metrics.json'}")
 
 
 @friendly

@@ -66,6 +66,47 @@ def load_scorer(spec: str, **kwargs: Any) -> Scorer:
     return DenseScorer(name, **kwargs)
 
 
+def resolve_trained(spec: str, dataset: str, *, where: str = "--model") -> str:
+    """A model spec with trained-model NAMES replaced by the newest such model's folder.
+
+    ``minilm-ft`` (or ``minilm-simcse-ft``, ``mpnet-ft``, …) is read as the newest model of
+    that name evaluated on ``dataset``'s test split (the run store), also as the dense side
+    of ``hybrid:<name>[@w|@rrf]``. Registry keys, ``tfidf`` / ``bm25``, folders and the other
+    composite specs pass unchanged.
+
+    Args:
+        spec: what the user wrote after ``--model`` / ``--retriever``.
+        dataset: the data set whose trained runs a name refers to.
+        where: the option named in the error.
+
+    Returns:
+        A spec :func:`load_scorer` takes.
+
+    Raises:
+        ItsmError: for a name that is neither a spec nor a model trained on ``dataset``.
+    """
+    from pathlib import Path
+
+    from itsm_core.runs.store import latest_model_dir
+
+    name = str(spec).strip()
+    if name.lower().startswith("hybrid:"):
+        dense, _ = parse_hybrid_spec(name)
+        suffix = name.split(":", 1)[1].strip()[len(dense):]
+        return f"hybrid:{resolve_trained(dense, dataset, where=where)}{suffix}"
+    if (not name or name in REGISTRY or name.lower() in ("tfidf", "bm25") or ":" in name
+            or Path(name).exists() or "/" in name):
+        return name  # a spec, folder or hub id: load_scorer judges it
+    found = latest_model_dir(dataset, name)
+    if not found:
+        raise ItsmError(f"unknown model {name!r}: neither a model spec nor a model "
+                        f"trained on {dataset!r}", where=where,
+                        fix=f"train it first (`itsm train --dataset {dataset}`), or pass a "
+                        f"registry key ({', '.join(sorted(REGISTRY))}; `itsm models`) or a "
+                        "model folder")
+    return found
+
+
 def _reranker_name(path: str) -> str:
     """A trained re-ranker's run name (its ``itsm_reranker.json``), else the folder's."""
     import json

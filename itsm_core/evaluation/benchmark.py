@@ -20,6 +20,7 @@ metrics are repeated at each Matryoshka dimension and broken down per category.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -582,7 +583,15 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
     return record
 
 
-def evaluate_file(model: str, incidents: str | Path | None, out: str | Path, *,
+def _run_label(spec: str) -> str:
+    """A folder-name-safe label of a model spec (``hybrid:models/x/model`` → ``hybrid-x``)."""
+    head, sep, rest = str(spec).strip().rpartition(":")
+    p = Path(rest)
+    name = p.parent.name if p.name == "model" and p.parent.name else p.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{head}-{name}" if sep else name)[:60] or "model"
+
+
+def evaluate_file(model: str, incidents: str | Path | None, out: str | Path | None, *,
                   dataset: str | None = None,
                   columns: str | Path | None = None, labels: list[str] | None = None,
                   links: str | Path | None = None, text_fields: list[str] | None = None,
@@ -593,7 +602,8 @@ def evaluate_file(model: str, incidents: str | Path | None, out: str | Path, *,
     Args:
         model: any model spec (see :func:`itsm_core.encoders.factory.load_scorer`).
         incidents: CSV / JSON / JSONL / Parquet export (or None with ``dataset``).
-        out: a NEW run directory (refused when it already holds a run).
+        out: a NEW run directory (refused when it already holds a run); None: a new
+            ``<timestamp>_evaluate_<data set>_<model>`` folder under ``models/results/runs``.
         dataset: a bundled or added data set (``itsm data add``) instead of ``incidents``.
         columns: column mapping (``servicenow`` or a mapping JSON file).
         labels: label hierarchy for graded relevance; links: duplicate-link CSV.
@@ -603,7 +613,7 @@ def evaluate_file(model: str, incidents: str | Path | None, out: str | Path, *,
         leaderboard: append the run's row to the leaderboard.
 
     Returns:
-        The run's metrics.json record.
+        The run's metrics.json record, with ``run_dir`` (where it was written).
     """
     from itsm_core.core.io import new_run_dir
     from itsm_core.data.datasets import processed_path
@@ -612,17 +622,28 @@ def evaluate_file(model: str, incidents: str | Path | None, out: str | Path, *,
         raise ItsmError("give the incidents file or a data set name, not both / neither",
                         where="--incidents / --dataset",
                         fix="e.g. --dataset it_tickets, or --incidents export.csv")
+    label = _run_label(model)
+    if dataset:  # a trained model's NAME (minilm-ft, hybrid:minilm-ft) -> its newest folder
+        from itsm_core.encoders.factory import resolve_trained
+
+        model = resolve_trained(model, dataset)
     incidents = processed_path(dataset) if dataset else incidents
     if not Path(incidents).exists():
         raise ItsmError("incidents file not found", where=str(incidents),
                         fix="check the path (bundled data: run `itsm data build` first)")
     if links is not None and not Path(links).exists():
         raise ItsmError("links file not found", where=str(links), fix="check the path")
+    if out is None:  # a new run folder of its own under the run store
+        from itsm_core.core.config import RUNS_DIR
+        from itsm_core.core.io import unique_run_dir
+
+        out = unique_run_dir(RUNS_DIR, f"evaluate_{dataset or Path(incidents).stem}_{label}")
     new_run_dir(out)  # fail fast, before any heavy work
     bench = build_benchmark(incidents, columns=columns, labels=labels, links=links,
                             text_fields=text_fields, config=config, encoding=encoding)
-    return evaluate_model(model, bench, out, leaderboard=LEADERBOARD_CSV if leaderboard
-                          else None)
+    rec = evaluate_model(model, bench, out, leaderboard=LEADERBOARD_CSV if leaderboard
+                         else None)
+    return {**rec, "run_dir": str(out)}
 
 
 def run_benchmark(models: list[str], datasets: list[str], *, bootstrap: int = 1000,

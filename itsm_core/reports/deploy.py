@@ -16,6 +16,7 @@ import pandas as pd
 
 from itsm_core.core.config import LEADERBOARD_CSV, RUNS_DIR
 from itsm_core.core.errors import ItsmError
+from itsm_core.runs.schema import same_spec
 
 
 def _export_dir(export_dir: str | Path | None) -> Path:
@@ -97,18 +98,6 @@ def _dense_dims_quality(folder: Path) -> dict[str, float]:
     return {k: round(float(v["ndcg@10"]), 4) for k, v in dims.items() if "ndcg@10" in v}
 
 
-def _same_spec(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return a == b
-
-    def norm(x: str) -> str:
-        head, sep, rest = x.partition(":") if x.startswith("hybrid:") else ("", "", x)
-        p = Path(rest)
-        return head + sep + (str(p.resolve()) if p.exists() else rest)
-
-    return norm(str(a)) == norm(str(b))
-
-
 def _latest_run(model: str, dataset: str | None, leaderboard: str | Path | None = None,
                 model_arg: str | None = None) -> str | None:
     """Newest test-split evaluate run of ``model`` (and of exactly ``model_arg`` when
@@ -116,7 +105,7 @@ def _latest_run(model: str, dataset: str | None, leaderboard: str | Path | None 
     from itsm_core.runs.store import latest_run
 
     accept = None if model_arg is None else (
-        lambda rec: _same_spec(rec.get("model_arg"), model_arg))
+        lambda rec: same_spec(rec.get("model_arg"), model_arg))
     run = latest_run(model, dataset, leaderboard=leaderboard, accept=accept)
     return str(run) if run is not None else None
 

@@ -193,6 +193,31 @@ def finetunes_table(dataset: str = "it_tickets", leaderboard: str | Path = LEADE
                  _date(used["timestamp"].astype(str).max()))
 
 
+def hybrid_table(leaderboard: str | Path = LEADERBOARD_CSV) -> Table:
+    """Every hybrid beside its own dense side and BM25 on the same test queries
+    (:func:`~itsm_core.reports.views.hybrid_gains`), paired CIs."""
+    from itsm_core.reports.views import hybrid_gains
+
+    t = hybrid_gains(leaderboard=leaderboard)
+    out = pd.DataFrame({"data set": t["data set"], "queries": t["n_queries"],
+                        "dense side": t["dense"], "fusion (chosen on validation)": t["fusion"]})
+    for m in t.attrs["metrics"]:
+        up = m.upper()
+        for label in ("hybrid", "dense", "bm25"):
+            out[f"{label} {up}"] = t[f"{label} {m}"].map(lambda v: _fmt(*v))
+        for label in ("dense", "bm25"):
+            out[f"hybrid − {label} {up}"] = t[f"hybrid − {label} {m}"].map(
+                lambda v: _fmt(*v, signed=True))
+    md = ("Hybrid (BM25 + the dense model, z-scored per query, dense weight or RRF chosen "
+          "on validation) against its own dense side and BM25 on the same test queries "
+          "(value [95 % CI]; differences paired over the queries):\n\n"
+          + out.to_markdown(index=False))
+    used = t.attrs["rows"]
+    commits, _ = _commits_dates(used)
+    return Table("hybrid", md, [_rel(leaderboard), "metrics.json of each run"], commits,
+                 _date(used["timestamp"].astype(str).max()))
+
+
 def diagnose_table(dataset: str = "it_tickets", leaderboard: str | Path = LEADERBOARD_CSV
                    ) -> Table:
     """Adversarial diagnostic per model: ROC-AUC [CI], F1, verdict, shortcut / boilerplate."""
@@ -533,6 +558,7 @@ TABLES: dict[str, Callable[[], Table]] = {
     "leaderboard": leaderboard_table,
     "paired": paired_table,
     "finetunes": finetunes_table,
+    "hybrid": hybrid_table,
     "diagnose": diagnose_table,
     "tiers": tiers_table,
     "export": export_table,

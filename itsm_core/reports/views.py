@@ -317,3 +317,67 @@ def finetune_comparison(dataset: str = "it_tickets", metric: str = "ndcg@10",
         [*rows[0], "test − base", "unseen set", "unseen test", "unseen test − base"])))
     table.attrs.update(rows=pd.concat(used), metric=metric, unseen_metric=unseen_metric)
     return table
+
+
+def hybrid_gains(metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
+                 leaderboard: str | Path | None = None) -> pd.DataFrame:
+    """Every hybrid (BM25 + dense, fusion chosen on validation) of the leaderboard beside
+    its own dense side and BM25, paired over the same test queries: what the lexical half
+    adds, per data set (on bug-report duplicates it is not what it is on categories).
+
+    The dense side is the newest test run of exactly the folder the hybrid fused
+    (``model_arg``), never another model of the same name.
+
+    Args:
+        metrics: the metrics compared.
+        leaderboard: where the runs are found (default: the project's).
+
+    Returns:
+        One row per hybrid (newest run per data set and name): data set, dense model, the
+        fusion chosen, ``(value, low, high)`` per scorer and metric, paired differences
+        hybrid − dense and hybrid − BM25; ``attrs["rows"]`` holds the leaderboard rows used.
+
+    Raises:
+        ItsmError: no hybrid run with its dense side and BM25 on the leaderboard.
+    """
+    from itsm_core.runs.schema import load_run, same_spec
+    from itsm_core.runs.store import latest_per_model
+
+    full = read_leaderboard(leaderboard or LEADERBOARD_CSV)
+    evals = latest_per_model(full)
+    evals = evals[evals["split"] == "test"]
+    rows, used = [], []
+    for _, h in evals[evals["model_kind"] == "hybrid"].sort_values(
+            ["dataset", "timestamp"]).iterrows():
+        rec = load_run(h["run_dir"])
+        dense_arg = str(rec.get("model_arg", "")).partition(":")[2]
+        same = full[(full["task"] == "evaluate") & (full["split"] == "test")
+                    & (full["dataset"] == h["dataset"]) & (full["model_kind"] != "hybrid")
+                    & (full["relevance"] == h["relevance"])]
+        dense = same[[(Path(str(d)) / "metrics.json").exists()
+                      and same_spec(load_run(d).get("model_arg"), dense_arg)
+                      for d in same["run_dir"]]]
+        bm25 = evals[(evals["dataset"] == h["dataset"]) & (evals["model"] == "bm25")
+                     & (evals["relevance"] == h["relevance"])]
+        if dense.empty or bm25.empty:
+            continue
+        d_row = dense.sort_values("timestamp").iloc[-1]
+        b_row = bm25.iloc[0]
+        used += [h.to_frame().T, d_row.to_frame().T, b_row.to_frame().T]
+        row: dict[str, Any] = {"data set": h["dataset"], "n_queries": h["n_queries"],
+                               "dense": d_row["model"],
+                               "fusion": rec.get("calibration") or "given"}
+        for m in metrics:
+            for label, r in (("hybrid", h), ("dense", d_row), ("bm25", b_row)):
+                row[f"{label} {m}"] = (r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"])
+            for label, r in (("dense", d_row), ("bm25", b_row)):
+                d = paired_difference(h["run_dir"], r["run_dir"], m)
+                row[f"hybrid − {label} {m}"] = (d["diff"], d["ci_low"], d["ci_high"])
+        rows.append(row)
+    if not rows:
+        raise ItsmError("no hybrid run with its dense side and BM25 on the leaderboard",
+                        fix="run `itsm evaluate --model hybrid:<model> --dataset <set>` "
+                        "(and the dense model and bm25 alone: `make benchmark`)")
+    table = pd.DataFrame(rows)
+    table.attrs.update(rows=pd.concat(used), metrics=metrics)
+    return table

@@ -127,6 +127,21 @@ def unseen_model_name(model: str, trained_on: str) -> str:
     return f"{model} (trained on {trained_on})"
 
 
+def same_spec(a: str | None, b: str | None) -> bool:
+    """Whether two model specs (a record's ``model_arg``) name the same model: folders
+    compared resolved (``./x`` = ``/abs/x``), a ``hybrid:`` prefix kept, else as strings."""
+    if a is None or b is None:
+        return a is None and b is None
+
+    def norm(x: str) -> str:
+        x = str(x).strip()
+        head, sep, rest = x.partition(":") if x.startswith("hybrid:") else ("", "", x)
+        p = Path(rest).expanduser()
+        return head + sep + (str(p.resolve()) if p.exists() else rest)
+
+    return norm(a) == norm(b)
+
+
 def relevance_key(value: Any) -> str:
     """The relevance signal as runs are compared by: ``links:<file name>`` rather than the
     links file's absolute path, so runs of the same data set made in another clone or

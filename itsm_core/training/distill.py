@@ -44,6 +44,7 @@ from itsm_core.core.io import (
     sha256_file,
     unique_run_dir,
 )
+from itsm_core.runs.schema import same_spec
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ def run_distill(cfg: DistillConfig, *, incidents_path: str | Path | None = None
         record = evaluate_model(str(model_dir), bench, run_dir / "evaluate",
                                 leaderboard=LEADERBOARD_CSV)
         teacher_eval = latest_eval_dir(cfg.dataset, teacher.name)
-        if teacher_eval is not None and not _same_spec(read_run_json(
+        if teacher_eval is not None and not same_spec(read_run_json(
                 teacher_eval, "metrics.json", "itsm evaluate").get("model_arg"), cfg.teacher):
             teacher_eval = None  # same name, another model: evaluate this teacher
         if teacher_eval is None and cfg.evaluate_teacher:
@@ -269,15 +270,6 @@ def run_distill(cfg: DistillConfig, *, incidents_path: str | Path | None = None
     meta["total_seconds"] = round(time.time() - t_start, 1)
     atomic_write_json(run_dir / "distill_meta.json", meta)
     return DistillResult(run_dir, model_dir, meta, record, teacher_eval)
-
-
-def _same_spec(a: str | None, b: str) -> bool:
-    if a is None:
-        return False
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    if pa.exists() and pb.exists():
-        return pa.resolve() == pb.resolve()
-    return str(a).strip() == str(b).strip()
 
 
 def load_distill_meta(run_dir: str | Path) -> dict[str, Any]:

@@ -283,20 +283,10 @@ class RerankResult:
 
 def resolve_retriever(spec: str, dataset: str) -> str:
     """A retriever spec: a registry key / folder / composite spec as given, or the newest
-    trained model of that name on ``dataset`` (``minilm-ft``)."""
-    from itsm_core.encoders.registry import REGISTRY
-    from itsm_core.runs.store import latest_model_dir
+    trained model of that name on ``dataset`` (``minilm-ft``, also ``hybrid:minilm-ft``)."""
+    from itsm_core.encoders.factory import resolve_trained
 
-    if spec in REGISTRY or spec.lower() in ("tfidf", "bm25") or ":" in spec or Path(
-            spec).exists():
-        return spec
-    found = latest_model_dir(dataset, spec)
-    if not found:
-        raise ItsmError(f"retriever {spec!r} is neither a model spec nor a model trained "
-                        f"on {dataset!r}", where="--retriever",
-                        fix=f"train it first (`itsm train --dataset {dataset}`), or pass a "
-                        "registry key (minilm) or a model folder")
-    return found
+    return resolve_trained(spec, dataset, where="--retriever")
 
 
 def _mining_model(retriever: str):  # noqa: ANN202

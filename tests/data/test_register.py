@@ -3,6 +3,8 @@ that keep relevant pairs together, and every bad input with a clear error."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from desk_fixtures import servicenow_export
@@ -84,6 +86,15 @@ def test_evaluate_and_pairs_take_the_name(export, isolated_results, tmp_path, mo
     monkeypatch.setattr(datasets, "PROCESSED_DIR", out)
     rec = evaluate_file("tfidf", None, tmp_path / "run", dataset="desk_eval")
     assert rec["dataset"] == "desk_eval" and rec["split"] == "test" and "ndcg@10_ci" in rec
+    # no --out: a new folder of its own in the run store, the earlier run untouched
+    again = evaluate_file("tfidf", None, None, dataset="desk_eval")
+    assert Path(again["run_dir"]).parent == isolated_results.runs
+    assert Path(again["run_dir"]).name.endswith("_evaluate_desk_eval_tfidf")
+    assert (Path(again["run_dir"]) / "metrics.json").exists()
+    assert (tmp_path / "run" / "metrics.json").exists()
+    # a trained model's name is looked up among the data set's runs; none: a clear error
+    with pytest.raises(ItsmError, match="unknown model 'desk-ft'.*trained on 'desk_eval'"):
+        evaluate_file("hybrid:desk-ft", None, None, dataset="desk_eval")
     pairs, report = make_pairs("desk_eval")
     assert report.ok and len(pairs) > 0
 

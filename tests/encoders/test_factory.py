@@ -65,3 +65,28 @@ def test_hybrid_is_built_around_a_built_dense_scorer():
     assert scorer.fusion.weight == 0.6
     # a given fusion is never re-chosen: calibrate does not even build the validation set
     assert scorer.calibrate(lambda: pytest.fail("validation built")) is scorer.fusion
+
+
+def test_resolve_trained_reads_trained_names_as_their_newest_folder(tmp_path, isolated_results):
+    import json
+
+    from itsm_core.encoders.factory import resolve_trained
+    from itsm_core.runs.schema import append_leaderboard
+
+    for spec in ("minilm", "bm25", "ensemble:minilm,mpnet", str(tmp_path), "org/some-model"):
+        assert resolve_trained(spec, "tiny") == spec  # specs, folders, hub ids: unchanged
+    with pytest.raises(ItsmError, match="unknown model 'tiny-ft'") as exc:
+        resolve_trained("hybrid:tiny-ft@0.6", "tiny")
+    assert "itsm train --dataset tiny" in exc.value.fix
+    for stamp in ("20260101T000000Z", "20260102T000000Z"):
+        run = tmp_path / "models" / f"{stamp}_x"
+        (run / "model").mkdir(parents=True)
+        (run / "evaluate").mkdir()
+        rec = {"task": "evaluate", "dataset": "tiny", "split": "test", "model": "tiny-ft",
+               "timestamp": stamp, "model_arg": str(run / "model")}
+        (run / "evaluate" / "metrics.json").write_text(json.dumps(rec))
+        append_leaderboard(rec, run / "evaluate", isolated_results.leaderboard)
+    newest = str(tmp_path / "models" / "20260102T000000Z_x" / "model")
+    assert resolve_trained("tiny-ft", "tiny") == newest
+    assert resolve_trained("hybrid:tiny-ft@0.6", "tiny") == f"hybrid:{newest}@0.6"
+    assert resolve_trained("hybrid:tiny-ft", "tiny") == f"hybrid:{newest}"

@@ -15,13 +15,13 @@ from itsm_core.runs.schema import make_record, write_run
 
 
 def _run(tmp: Path, board: Path, model: str, kind: str, ndcg: np.ndarray, dataset="it_tickets",
-         task="evaluate"):
+         task="evaluate", **extra):
     bench = {"dataset": dataset, "split": "test", "relevance": "labels", "n_queries": len(ndcg)}
     metrics = {"ndcg@10": float(ndcg.mean()), "ndcg@10_ci": [float(ndcg.mean()) - 0.01,
                                                              float(ndcg.mean()) + 0.01],
                "mrr@10": float(ndcg.mean()), "map@100": float(ndcg.mean())}
     rec = make_record(task=task, model=model, model_kind=kind, benchmark=bench,
-                      metrics=metrics)
+                      metrics=metrics, extra=extra)
     per_query = pd.DataFrame({"query": [f"q{i}" for i in range(len(ndcg))], "ndcg@10": ndcg,
                               "mrr@10": ndcg, "map@100": ndcg})
     write_run(tmp / f"run_{model}", rec, {"per_query": per_query}, leaderboard=board)
@@ -311,3 +311,29 @@ def test_finetunes_table_sets_each_fine_tune_against_its_own_zero_shot_base(tmp_
     assert mini["unseen val MRR@10 base → kept"] == "0.500 → 0.495"
     assert mini["val NDCG@10 base → kept"] == "0.600 → 0.660"
     assert mini["steps x batch"] == "120 x 32"
+
+
+def test_hybrid_table_pairs_each_hybrid_with_the_dense_folder_it_fused(tmp_path):
+    rng = np.random.default_rng(2)
+    board = tmp_path / "leaderboard.csv"
+    base = rng.uniform(0.3, 0.7, 200)
+    folder, other = tmp_path / "ft_model", tmp_path / "other_model"
+    folder.mkdir(), other.mkdir()
+    _run(tmp_path, board, "bm25", "lexical", base - 0.1, model_arg="bm25")
+    with pytest.raises(ItsmError, match="itsm evaluate --model hybrid:"):
+        rt.hybrid_table(board)
+    _run(tmp_path, board, "minilm-ft", "dense", base, model_arg=str(folder))
+    _run(tmp_path, board, "hybrid-minilm-ft", "hybrid", base + 0.03,
+         model_arg=f"hybrid:{folder}", calibration="weighted (dense weight 0.5; …)")
+    # a newer run of the same NAME over another folder is not the hybrid's dense side
+    _run(tmp_path / "newer", board, "minilm-ft", "dense", base + 0.5, model_arg=str(other))
+    md = rt.hybrid_table(board).markdown
+    head = [c.strip() for c in next(line for line in md.splitlines()
+                                    if line.startswith("| data set")).split("|")[1:-1]]
+    row = dict(zip(head, [c.strip() for c in next(
+        line for line in md.splitlines() if line.startswith("| it_tickets")).split("|")[1:-1]]))
+    assert row["dense side"] == "minilm-ft"
+    assert row["fusion (chosen on validation)"].startswith("weighted (dense weight 0.5")
+    assert row["hybrid − dense NDCG@10"].startswith("+0.030 [+0.030")
+    assert row["hybrid − bm25 NDCG@10"].startswith("+0.130 [+0.130")
+    assert row["queries"] == "200"

@@ -232,8 +232,10 @@ def test_trained_model_dirs_resolve_newest_run_or_fail(tmp_path, isolated_result
 
 
 def test_same_spec_compares_paths_and_strings(tmp_path):
-    from itsm_core.training.distill import _same_spec
+    from itsm_core.runs.schema import same_spec
 
     (tmp_path / "e").mkdir()
-    assert _same_spec(str(tmp_path / "e"), str(tmp_path / "e" / ".." / "e"))
-    assert not _same_spec(None, "x") and not _same_spec("ensemble:a,b", "ensemble:a,c")
+    assert same_spec(str(tmp_path / "e"), str(tmp_path / "e" / ".." / "e"))
+    assert same_spec(f"hybrid:{tmp_path / 'e'}", f"hybrid:{tmp_path}/e/../e")
+    assert not same_spec(f"hybrid:{tmp_path / 'e'}", str(tmp_path / "e"))
+    assert not same_spec(None, "x") and not same_spec("ensemble:a,b", "ensemble:a,c")
