@@ -79,10 +79,12 @@ train: $(STAGE_DATA)  ## one papermill run of notebooks/03_train.ipynb per model
 	$(ITSM) bench train --model minilm --steps 8
 	$(ITSM) report train --model minilm --dataset it_tickets --profile $(PROFILE)
 	$(ITSM) report train --model minilm --dataset gitbugs_hadoop --profile $(PROFILE)
+	$(ITSM) evaluate --model hybrid:minilm-ft --dataset gitbugs_hadoop   # + BM25, fusion on validation
 
 pretrain: $(STAGE_DATA)  ## SimCSE on training-split texts -> fine-tune; stage tables, reports/pretrain_*.html
 	$(ITSM) report pretrain --dataset gitbugs_hadoop --profile $(PROFILE)
 	$(ITSM) report pretrain --dataset it_tickets --profile $(PROFILE)
+	$(ITSM) evaluate --model hybrid:minilm-simcse-ft --dataset gitbugs_hadoop   # + BM25
 
 distill: $(STAGE_DATA)  ## ensemble(minilm-ft, minilm-simcse-ft) -> MiniLM student; reports/distill_it_tickets.html
 	set -e; ens=models/ensembles/$$(date -u +%Y%m%dT%H%M%SZ)_ft-ensemble_it_tickets; \

@@ -570,6 +570,8 @@ def evaluate_model(model: str, bench: Benchmark, out: str | Path, *,
     if hasattr(scorer, "calibrate"):  # e.g. hybrid fusion weight: chosen on VALIDATION only
         cal = scorer.calibrate(lambda: validation_benchmark(bench))
         extra["calibration"] = cal.describe() if hasattr(cal, "describe") else str(cal)
+        # every candidate's validation score: the evidence the choice was made on
+        extra["calibration_table"] = list(getattr(cal, "table", None) or [])
     res = evaluate_scorer(scorer, bench)
     spec = getattr(scorer, "spec", None)
     record = make_record(

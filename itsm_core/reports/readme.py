@@ -200,7 +200,13 @@ def hybrid_table(leaderboard: str | Path = LEADERBOARD_CSV) -> Table:
 
     t = hybrid_gains(leaderboard=leaderboard)
     out = pd.DataFrame({"data set": t["data set"], "queries": t["n_queries"],
-                        "dense side": t["dense"], "fusion (chosen on validation)": t["fusion"]})
+                        "dense side": t["dense"],
+                        "fusion (chosen on validation)": t["fusion"].map(
+                            lambda f: f.split(";")[0] + ")" if ";" in f else f),
+                        "val NDCG@10 dense → hybrid": [
+                            f"{a:.4f} → {b:.4f}" if a is not None and b is not None
+                            and a == a and b == b else "–"
+                            for a, b in zip(t["val dense"], t["val hybrid"])]})
     for m in t.attrs["metrics"]:
         up = m.upper()
         for label in ("hybrid", "dense", "bm25"):

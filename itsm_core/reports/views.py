@@ -334,7 +334,8 @@ def hybrid_gains(metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
 
     Returns:
         One row per hybrid (newest run per data set and name): data set, dense model, the
-        fusion chosen, ``(value, low, high)`` per scorer and metric, paired differences
+        fusion chosen and the validation scores it was chosen on (None for runs that did
+        not store them), ``(value, low, high)`` per scorer and metric, paired differences
         hybrid − dense and hybrid − BM25; ``attrs["rows"]`` holds the leaderboard rows used.
 
     Raises:
@@ -364,9 +365,17 @@ def hybrid_gains(metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
         d_row = dense.sort_values("timestamp").iloc[-1]
         b_row = bm25.iloc[0]
         used += [h.to_frame().T, d_row.to_frame().T, b_row.to_frame().T]
+        grid = pd.DataFrame(rec.get("calibration_table") or [])
+        alone = grid[(grid.get("method") == "weighted") & (grid.get("dense_weight") == 1.0)] \
+            if {"method", "dense_weight"} <= set(grid.columns) else grid.iloc[0:0]
         row: dict[str, Any] = {"data set": h["dataset"], "n_queries": h["n_queries"],
                                "dense": d_row["model"],
-                               "fusion": rec.get("calibration") or "given"}
+                               "fusion": rec.get("calibration") or "given",
+                               # validation NDCG@10 of the dense side alone (weight 1) and
+                               # of the fusion kept: what the choice was made on
+                               "val dense": float(alone.iloc[0, -1]) if len(alone) else None,
+                               "val hybrid": float(grid.iloc[:, -1].max()) if len(grid)
+                               else None}
         for m in metrics:
             for label, r in (("hybrid", h), ("dense", d_row), ("bm25", b_row)):
                 row[f"{label} {m}"] = (r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"])

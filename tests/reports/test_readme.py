@@ -324,7 +324,9 @@ def test_hybrid_table_pairs_each_hybrid_with_the_dense_folder_it_fused(tmp_path)
         rt.hybrid_table(board)
     _run(tmp_path, board, "minilm-ft", "dense", base, model_arg=str(folder))
     _run(tmp_path, board, "hybrid-minilm-ft", "hybrid", base + 0.03,
-         model_arg=f"hybrid:{folder}", calibration="weighted (dense weight 0.5; …)")
+         model_arg=f"hybrid:{folder}", calibration="weighted (dense weight 0.5; …)",
+         calibration_table=[{"method": "weighted", "dense_weight": w, "ndcg@10": v}
+                            for w, v in ((0.0, 0.4), (0.5, 0.62), (1.0, 0.6))])
     # a newer run of the same NAME over another folder is not the hybrid's dense side
     _run(tmp_path / "newer", board, "minilm-ft", "dense", base + 0.5, model_arg=str(other))
     md = rt.hybrid_table(board).markdown
@@ -333,7 +335,8 @@ def test_hybrid_table_pairs_each_hybrid_with_the_dense_folder_it_fused(tmp_path)
     row = dict(zip(head, [c.strip() for c in next(
         line for line in md.splitlines() if line.startswith("| it_tickets")).split("|")[1:-1]]))
     assert row["dense side"] == "minilm-ft"
-    assert row["fusion (chosen on validation)"].startswith("weighted (dense weight 0.5")
+    assert row["fusion (chosen on validation)"] == "weighted (dense weight 0.5)"
     assert row["hybrid − dense NDCG@10"].startswith("+0.030 [+0.030")
     assert row["hybrid − bm25 NDCG@10"].startswith("+0.130 [+0.130")
     assert row["queries"] == "200"
+    assert row["val NDCG@10 dense → hybrid"] == "0.6000 → 0.6200"
