@@ -50,7 +50,10 @@ def models_cmd() -> None:
 
 @friendly
 def evaluate_cmd(
-    model: Annotated[str, typer.Option(help="registry key, model folder, hub id, tfidf or bm25")],
+    model: Annotated[str, typer.Option(
+        help="registry key, model folder, hub id, tfidf or bm25, any composite spec "
+        "(hybrid:…, rerank:…, ensemble:…); with --dataset also a trained model's name "
+        "(minilm-ft, hybrid:minilm-ft: its newest run on that data set)")],
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="new directory for this run (default: a new folder under "
         "models/results/runs)")] = None,
