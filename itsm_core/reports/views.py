@@ -341,10 +341,11 @@ def hybrid_gains(metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
     Raises:
         ItsmError: no hybrid run with its dense side and BM25 on the leaderboard.
     """
-    from itsm_core.runs.schema import load_run, same_spec
-    from itsm_core.runs.store import latest_per_model
+    from itsm_core.runs.schema import load_run, relevance_key, same_spec
+    from itsm_core.runs.store import latest_per_model, latest_run
 
-    full = read_leaderboard(leaderboard or LEADERBOARD_CSV)
+    board_path = leaderboard or LEADERBOARD_CSV
+    full = read_leaderboard(board_path)
     evals = latest_per_model(full)
     evals = evals[evals["split"] == "test"]
     rows, used = [], []
@@ -352,17 +353,15 @@ def hybrid_gains(metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
             ["dataset", "timestamp"]).iterrows():
         rec = load_run(h["run_dir"])
         dense_arg = str(rec.get("model_arg", "")).partition(":")[2]
-        same = full[(full["task"] == "evaluate") & (full["split"] == "test")
-                    & (full["dataset"] == h["dataset"]) & (full["model_kind"] != "hybrid")
-                    & (full["relevance"] == h["relevance"])]
-        dense = same[[(Path(str(d)) / "metrics.json").exists()
-                      and same_spec(load_run(d).get("model_arg"), dense_arg)
-                      for d in same["run_dir"]]]
+        dense_dir = latest_run(  # the hybrid's own dense folder: name "hybrid-<dense name>"
+            str(h["model"]).removeprefix("hybrid-"), h["dataset"], leaderboard=board_path,
+            accept=lambda r, a=dense_arg, rel=h["relevance"]: same_spec(
+                r.get("model_arg"), a) and relevance_key(r.get("relevance")) == rel)
         bm25 = evals[(evals["dataset"] == h["dataset"]) & (evals["model"] == "bm25")
                      & (evals["relevance"] == h["relevance"])]
-        if dense.empty or bm25.empty:
+        if dense_dir is None or bm25.empty:
             continue
-        d_row = dense.sort_values("timestamp").iloc[-1]
+        d_row = full[full["run_dir"].astype(str) == str(dense_dir)].iloc[-1]
         b_row = bm25.iloc[0]
         used += [h.to_frame().T, d_row.to_frame().T, b_row.to_frame().T]
         grid = pd.DataFrame(rec.get("calibration_table") or [])
