@@ -71,7 +71,8 @@ def resolve_trained(spec: str, dataset: str, *, where: str = "--model") -> str:
 
     ``minilm-ft`` (or ``minilm-simcse-ft``, ``mpnet-ft``, …) is read as the newest model of
     that name evaluated on ``dataset``'s test split (the run store), also as the dense side
-    of ``hybrid:<name>[@w|@rrf]``. Registry keys, ``tfidf`` / ``bm25``, folders and the other
+    of ``hybrid:<name>[@w|@rrf]`` and as the retriever of ``rerank:<ce>@<name>[#k[,w]]``
+    (``rerank:<ce>@hybrid:minilm-ft#20``). Registry keys, ``tfidf`` / ``bm25``, folders and the other
     composite specs pass unchanged.
 
     Args:
@@ -90,6 +91,11 @@ def resolve_trained(spec: str, dataset: str, *, where: str = "--model") -> str:
     from itsm_core.runs.store import latest_model_dir
 
     name = str(spec).strip()
+    if name.lower().startswith("rerank:"):  # the retriever may be a trained name
+        _, retriever, _, _ = parse_rerank_spec(name)
+        head, _, rest = name.partition("@")
+        tail = rest.strip()[len(retriever):]  # "#k[,w]", as written
+        return f"{head}@{resolve_trained(retriever, dataset, where=where)}{tail}"
     if name.lower().startswith("hybrid:"):
         dense, _ = parse_hybrid_spec(name)
         suffix = name.split(":", 1)[1].strip()[len(dense):]

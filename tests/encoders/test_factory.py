@@ -90,3 +90,10 @@ def test_resolve_trained_reads_trained_names_as_their_newest_folder(tmp_path, is
     assert resolve_trained("tiny-ft", "tiny") == newest
     assert resolve_trained("hybrid:tiny-ft@0.6", "tiny") == f"hybrid:{newest}@0.6"
     assert resolve_trained("hybrid:tiny-ft", "tiny") == f"hybrid:{newest}"
+    # the retriever of a two-stage spec, hybrid or not, with k / w kept as written
+    assert resolve_trained("rerank:ce/model@tiny-ft", "tiny") == f"rerank:ce/model@{newest}"
+    assert (resolve_trained("rerank:ce/model@hybrid:tiny-ft@0.6#20,0.1", "tiny")
+            == f"rerank:ce/model@hybrid:{newest}@0.6#20,0.1")
+    assert resolve_trained("rerank:ce/model@bm25#5", "tiny") == "rerank:ce/model@bm25#5"
+    with pytest.raises(ItsmError, match="unknown model 'other-ft'"):
+        resolve_trained("rerank:ce/model@other-ft", "tiny")
