@@ -363,13 +363,25 @@ class RerankScorer:
             metric: what is maximised (ties within 1e-4 go to the smaller ``k``, then to
                 the larger weight).
 
+        A retriever that is itself calibrated on validation (a hybrid without a fusion)
+        is calibrated first, on the same benchmark.
+
         Returns:
             The :class:`KChoice` now in use (its table: ``metric`` at every (``k``, weight);
             ``k = 0`` is the retriever alone).
         """
+        built: list[Any] = []
+
+        def once() -> Any:  # one validation benchmark for the retriever and for k / w
+            if not built:
+                built.append(validation())
+            return built[0]
+
+        if callable(getattr(self.retriever, "calibrate", None)):
+            self.retriever.calibrate(once)  # a hybrid retriever's fusion, on validation
         if self.choice is not None:
             return self.choice
-        bench = validation()
+        bench = once()
         rng = np.random.default_rng(seed)
         rows = np.arange(len(bench.query_ids))
         has = rows[bench.grades.max(axis=1) > 0]

@@ -174,3 +174,27 @@ def test_calibrate_keeps_the_retrievers_share_when_it_helps_on_validation():
     assert by_w[0.5] == pytest.approx(1.0) and by_w[1.0] < 1.0
     assert by_w[0.5] > next(r["ndcg@10"] for r in choice.table if r["k"] == 0)
     assert 0.0 < choice.weight < 1.0 and scorer.weight == choice.weight
+
+
+def test_calibrate_first_calibrates_a_retriever_that_needs_it_on_the_same_benchmark():
+    """A hybrid retriever without a fusion (``rerank:<ce>@hybrid:minilm-ft``) is calibrated
+    before k / w are chosen, on the one validation benchmark (built once)."""
+    bench = _bench()
+
+    class CalibratedRetriever(FixedRetriever):
+        seen: list = []
+
+        def calibrate(self, validation):  # noqa: ANN001, ANN201
+            self.seen.append(validation())
+            return "fusion"
+
+        def score_matrix(self, queries, corpus, dim=None):  # noqa: ANN001
+            assert self.seen, "scored before its own calibration"
+            return super().score_matrix(queries, corpus, dim)
+
+    built = []
+    retriever = CalibratedRetriever(bench.base)
+    scorer = RerankScorer(retriever, WordCE())
+    choice = scorer.calibrate(lambda: built.append(1) or bench, grid=(3,))
+    assert retriever.seen == [bench] and built == [1]
+    assert choice.k == 3
