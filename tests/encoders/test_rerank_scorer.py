@@ -182,7 +182,9 @@ def test_calibrate_first_calibrates_a_retriever_that_needs_it_on_the_same_benchm
     bench = _bench()
 
     class CalibratedRetriever(FixedRetriever):
-        seen: list = []
+        def __init__(self, scores: np.ndarray) -> None:
+            super().__init__(scores)
+            self.seen: list = []
 
         def calibrate(self, validation):  # noqa: ANN001, ANN201
             self.seen.append(validation())
