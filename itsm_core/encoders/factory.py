@@ -72,8 +72,8 @@ def resolve_trained(spec: str, dataset: str, *, where: str = "--model") -> str:
     ``minilm-ft`` (or ``minilm-simcse-ft``, ``mpnet-ft``, …) is read as the newest model of
     that name evaluated on ``dataset``'s test split (the run store), also as the dense side
     of ``hybrid:<name>[@w|@rrf]`` and as the retriever of ``rerank:<ce>@<name>[#k[,w]]``
-    (``rerank:<ce>@hybrid:minilm-ft#20``). Registry keys, ``tfidf`` / ``bm25``, folders and the other
-    composite specs pass unchanged.
+    (``rerank:<ce>@hybrid:minilm-ft#20``). Registry keys, ``tfidf`` / ``bm25``, folders
+    and the other composite specs pass unchanged.
 
     Args:
         spec: what the user wrote after ``--model`` / ``--retriever``.
