@@ -26,6 +26,7 @@ train``) or its INT8 ONNX export (:mod:`itsm_core.encoders.onnx`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -370,13 +371,7 @@ class RerankScorer:
             The :class:`KChoice` now in use (its table: ``metric`` at every (``k``, weight);
             ``k = 0`` is the retriever alone).
         """
-        built: list[Any] = []
-
-        def once() -> Any:  # one validation benchmark for the retriever and for k / w
-            if not built:
-                built.append(validation())
-            return built[0]
-
+        once = functools.cache(validation)  # one benchmark for the retriever and k / w
         if callable(getattr(self.retriever, "calibrate", None)):
             self.retriever.calibrate(once)  # a hybrid retriever's fusion, on validation
         if self.choice is not None:
