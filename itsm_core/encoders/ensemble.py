@@ -76,12 +76,31 @@ def _member_path(member: str) -> str:
     return member
 
 
+def inline_members(spec: str) -> list[str]:
+    """The member specs of an inline ``ensemble:<a>,<b>,…`` spec, as written."""
+    return [m.strip() for m in str(spec).strip()[len(PREFIX):].split(",") if m.strip()]
+
+
+def _member_label(member: str) -> str:
+    """A member's short name: a trained folder's recorded name (``minilm-ft``, not
+    ``model``), else the last part of the spec."""
+    from itsm_core.encoders.registry import MODEL_META_FILE, spec_from_path
+
+    p = Path(member).expanduser()
+    if (p / MODEL_META_FILE).is_file():
+        try:
+            return spec_from_path(p).key
+        except ItsmError:
+            pass  # a malformed file is reported when the member is loaded
+    return p.name
+
+
 def read_ensemble(spec: str) -> tuple[EnsembleConfig, Path | None]:
     """The ensemble config of a spec string or folder (and the folder, if any)."""
     s = str(spec).strip()
     if s.startswith(PREFIX):
-        members = [m.strip() for m in s[len(PREFIX):].split(",") if m.strip()]
-        name = "ensemble(" + "+".join(Path(m).name for m in members) + ")"
+        members = inline_members(s)
+        name = "ensemble(" + "+".join(_member_label(m) for m in members) + ")"
         return EnsembleConfig(members=members, name=name), None
     folder = Path(s)
     try:
@@ -131,20 +150,21 @@ def create_ensemble(members: Sequence[str], out: str | Path, *, name: str | None
 def trained_model_dirs(names: Sequence[str], dataset: str) -> list[str]:
     """Model folders of the newest test-evaluated run of each model name on ``dataset``.
 
-    E.g. ``["minilm-ft", "minilm-simcse-ft"]`` → the ``model/`` folders of those runs.
+    E.g. ``["minilm-ft", "minilm-simcse-ft"]`` → the ``model/`` folders of those runs (the
+    run store's :func:`~itsm_core.runs.store.latest_model_dir`, the lookup every
+    ``minilm-ft``-style name goes through).
     """
-    from itsm_core.runs.store import latest_run
+    from itsm_core.runs.store import latest_model_dir
 
     out = []
     for n in names:
-        run = latest_run(n, dataset, require="per_query.csv")
-        model_dir = run.parent / "model" if run is not None else None
-        if model_dir is None or not model_dir.is_dir():
+        found = latest_model_dir(dataset, n)
+        if found is None:
             raise ItsmError(f"no trained run of {n!r} on {dataset} with a model folder",
                             where="--members",
                             fix="train it first (e.g. `itsm train` / `itsm pretrain`), or "
                             "pass model folders")
-        out.append(str(model_dir))
+        out.append(found)
     return out
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from itsm_core.core.errors import ItsmError
+from itsm_core.encoders.ensemble import PREFIX as ENSEMBLE_PREFIX
 from itsm_core.encoders.ensemble import (
     EnsembleScorer,
+    inline_members,
     is_ensemble_spec,
     member_specs,
     read_ensemble,
@@ -72,8 +74,9 @@ def resolve_trained(spec: str, dataset: str, *, where: str = "--model") -> str:
     ``minilm-ft`` (or ``minilm-simcse-ft``, ``mpnet-ft``, …) is read as the newest model of
     that name evaluated on ``dataset``'s test split (the run store), also as the dense side
     of ``hybrid:<name>[@w|@rrf]`` and as the retriever of ``rerank:<ce>@<name>[#k[,w]]``
-    (``rerank:<ce>@hybrid:minilm-ft#20``). Registry keys, ``tfidf`` / ``bm25``, folders
-    and the other composite specs pass unchanged.
+    (``rerank:<ce>@hybrid:minilm-ft#20``) and as a member of ``ensemble:<a>,<b>``
+    (``ensemble:minilm-ft,minilm-simcse-ft``). Registry keys, ``tfidf`` / ``bm25``,
+    folders and ensemble folders pass unchanged.
 
     Args:
         spec: what the user wrote after ``--model`` / ``--retriever``.
@@ -96,6 +99,9 @@ def resolve_trained(spec: str, dataset: str, *, where: str = "--model") -> str:
         head, _, rest = name.partition("@")
         tail = rest.strip()[len(retriever):]  # "#k[,w]", as written
         return f"{head}@{resolve_trained(retriever, dataset, where=where)}{tail}"
+    if name.startswith(ENSEMBLE_PREFIX):  # each member may be a trained name
+        return ENSEMBLE_PREFIX + ",".join(resolve_trained(m, dataset, where=where)
+                                          for m in inline_members(name))
     if name.lower().startswith("hybrid:"):
         dense, _ = parse_hybrid_spec(name)
         suffix = name.split(":", 1)[1].strip()[len(dense):]

@@ -97,3 +97,25 @@ def test_resolve_trained_reads_trained_names_as_their_newest_folder(tmp_path, is
     assert resolve_trained("rerank:ce/model@bm25#5", "tiny") == "rerank:ce/model@bm25#5"
     with pytest.raises(ItsmError, match="unknown model 'other-ft'"):
         resolve_trained("rerank:ce/model@other-ft", "tiny")
+    # members of an inline ensemble; the ensemble is then named after the trained names
+    assert (resolve_trained("ensemble:tiny-ft, bm25", "tiny")
+            == f"ensemble:{newest},bm25")
+    with pytest.raises(ItsmError, match="unknown model 'other-ft'"):
+        resolve_trained("ensemble:tiny-ft,other-ft", "tiny")
+
+
+def test_inline_ensemble_names_trained_members_by_their_recorded_name(tmp_path):
+    import json
+
+    from itsm_core.encoders.ensemble import read_ensemble
+    from itsm_core.encoders.registry import MODEL_META_FILE, REGISTRY
+
+    model = tmp_path / "run" / "model"
+    model.mkdir(parents=True)
+    (model / MODEL_META_FILE).write_text(json.dumps(
+        {"name": "tiny-ft", "spec": REGISTRY["minilm"].to_dict()}))
+    config, folder = read_ensemble(f"ensemble:{model},bm25")
+    assert folder is None and config.members == [str(model), "bm25"]
+    assert config.name == "ensemble(tiny-ft+bm25)"  # not "ensemble(model+bm25)"
+    (model / MODEL_META_FILE).write_text("{not json")
+    assert read_ensemble(f"ensemble:{model},bm25")[0].name == "ensemble(model+bm25)"

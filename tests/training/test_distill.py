@@ -222,10 +222,10 @@ def test_trained_model_dirs_resolve_newest_run_or_fail(tmp_path, isolated_result
     run = tmp_path / "models" / "20260101T000000Z_x"
     (run / "model").mkdir(parents=True)
     (run / "evaluate").mkdir()
-    (run / "evaluate" / "per_query.csv").write_text("query,ndcg@10\nq,1\n")
-    append_leaderboard({"task": "evaluate", "dataset": "tiny", "split": "test",
-                        "model": "tiny-ft", "timestamp": "20260101T000000Z"},
-                       run / "evaluate", isolated_results.leaderboard)
+    rec = {"task": "evaluate", "dataset": "tiny", "split": "test", "model": "tiny-ft",
+           "timestamp": "20260101T000000Z", "model_arg": str(run / "model")}
+    (run / "evaluate" / "metrics.json").write_text(json.dumps(rec))
+    append_leaderboard(rec, run / "evaluate", isolated_results.leaderboard)
     assert trained_model_dirs(["tiny-ft"], "tiny") == [str(run / "model")]
     with pytest.raises(ItsmError, match="no trained run"):
         trained_model_dirs(["tiny-ft", "other-ft"], "tiny")
