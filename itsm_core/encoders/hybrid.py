@@ -124,6 +124,23 @@ def parse_hybrid_spec(spec: str) -> tuple[str, Fusion | None]:
     return rest, fusion
 
 
+def format_hybrid_spec(dense: str, fusion: Fusion) -> str:
+    """The spec :func:`parse_hybrid_spec` reads back as ``fusion``: ``hybrid:<dense>@w``
+    or ``hybrid:<dense>@rrf`` (a fusion chosen on validation, written down so that later
+    runs on the same data set reuse it instead of choosing again).
+
+    Raises:
+        ItsmError: for an RRF fusion other than the spec's (equal weights, k = 60).
+    """
+    if fusion.method == "rrf":
+        if float(fusion.weight) != 0.5 or fusion.rrf_k != RRF_K:
+            raise ItsmError("this RRF fusion has no spec form (only equal weights, "
+                            f"k = {RRF_K})", where=f"hybrid:{dense}",
+                            fix="pass the fusion to HybridScorer directly")
+        return f"hybrid:{dense}@rrf"
+    return f"hybrid:{dense}@{float(fusion.weight):g}"
+
+
 class HybridScorer:
     """BM25 + dense fused (see :class:`Fusion`); a :class:`~itsm_core.encoders.scorers.Scorer`.
 

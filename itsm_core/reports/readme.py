@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -479,6 +480,13 @@ def _latest_reranker_run() -> Path | None:
     return runs[-1] if runs else None
 
 
+def _fusion_sentence(fusion: dict[str, Any] | None) -> str:
+    """How a hybrid retriever fused BM25 with its dense side ('' for other retrievers)."""
+    if not fusion:
+        return ""
+    return (f" The retriever's BM25 fusion: {fusion['method']}, dense weight "
+            f"{float(fusion['weight']):g} ({fusion['chosen_on']}).")
+
 def rerank_table(run_dir: str | Path | None = None) -> Table:
     """The newest finished re-ranker run (``make rerank``): k on validation, test and unseen
     paired differences to the retriever alone, INT8 agreement and the added latency."""
@@ -507,7 +515,8 @@ def rerank_table(run_dir: str | Path | None = None) -> Table:
              f"label guard; {meta['train_seconds']:.0f} s of training). Candidates re-scored "
              f"(k) and the cross-encoder's weight w in (1 − w) · retriever + w · "
              f"cross-encoder, chosen on validation: **k = {meta['k']}, w = "
-             f"{meta.get('weight', 1.0):g}** ({meta['validation']['chosen_on']}).", "",
+             f"{meta.get('weight', 1.0):g}** ({meta['validation']['chosen_on']})."
+             + _fusion_sentence(meta.get("retriever_fusion")), "",
              "Validation NDCG@10:", "", grid.to_markdown(), ""]
     rows = []
     for where, block in ((f"{meta['dataset']} test", meta.get("test_vs_retriever")),

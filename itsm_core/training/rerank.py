@@ -397,6 +397,7 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
                               rows.loc[rows["source"] == "mined", "target"].mean()), 4)},
         "k": choice.k, "weight": choice.weight,
         "validation": {"chosen_on": choice.chosen_on, "table": choice.table},
+        **_retriever_fusion(retriever, scorer.retriever),
         "train_seconds": round(train_seconds, 1), "global_steps": trainer.state.global_step,
         "log_history": trainer.state.log_history,
         "incidents": str(inc_path), "incidents_sha256": sha256_file(inc_path),
@@ -443,18 +444,39 @@ def train_reranker(cfg: RerankConfig, *, incidents_path: str | Path | None = Non
     return RerankResult(run_dir, model_dir, meta, record, unseen)
 
 
+def _retriever_fusion(retriever: str, scorer: Any) -> dict[str, Any]:
+    """A hybrid retriever's fusion as chosen on validation (with the spec that fixes it),
+    so the run's later passes on the same data set (its diagnostic, ``reranker_spec``)
+    reuse it; empty for any other retriever."""
+    from itsm_core.encoders.hybrid import format_hybrid_spec, parse_hybrid_spec
+
+    fusion = getattr(scorer, "fusion", None)
+    if fusion is None or not retriever.lower().startswith("hybrid:"):
+        return {}
+    return {"retriever_fusion": {"method": fusion.method, "weight": fusion.weight,
+                                 "chosen_on": fusion.chosen_on},
+            "retriever_calibrated": format_hybrid_spec(parse_hybrid_spec(retriever)[0],
+                                                       fusion)}
+
+
+def _calibrated_retriever(meta: dict[str, Any]) -> str:
+    """The retriever spec of a finished run with any fusion it chose written in."""
+    return str(meta.get("retriever_calibrated") or meta["retriever"])
+
+
 DIAGNOSTIC_FIELDS = ("model", "roc_auc", "roc_auc_ci", "f1", "f1_ci", "threshold", "verdict",
                      "n_hard_positive", "n_hard_negative")
 
 
 def reranker_spec(run_dir: str | Path) -> str:
     """The two stages of a finished run as a scorer spec, with its chosen ``k`` and weight
-    (``rerank:<run>/model@<retriever>#k,w``)."""
+    (``rerank:<run>/model@<retriever>#k,w``; a hybrid retriever with the fusion it chose,
+    ``…@hybrid:<model>@0.6#k,w``)."""
     from itsm_core.encoders.rerank import CE_META_FILE, format_rerank_spec
 
     run = Path(run_dir)
     meta = read_run_json(run, CE_META_FILE, "itsm rerank")
-    return format_rerank_spec(run / "model", meta["retriever"], meta["k"],
+    return format_rerank_spec(run / "model", _calibrated_retriever(meta), meta["k"],
                               meta.get("weight", 1.0))
 
 
@@ -487,7 +509,7 @@ def diagnose_reranker(run_dir: str | Path, *, config=None,  # noqa: ANN001
     out = run / "diagnose"
     rows = {}
     for key, spec, board in (("reranked", reranker_spec(run), leaderboard),
-                             ("retriever", meta["retriever"], None)):
+                             ("retriever", _calibrated_retriever(meta), None)):
         row = run_diagnostic([spec], data=data, out_dir=out, leaderboard=board).iloc[0]
         rows[key] = json_safe({f: row[f] for f in DIAGNOSTIC_FIELDS})
     meta["diagnostic"] = rows

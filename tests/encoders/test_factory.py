@@ -58,6 +58,19 @@ def test_hybrid_spec_parsing():
             parse_hybrid_spec(bad)
 
 
+def test_a_chosen_fusion_is_written_as_the_spec_that_reads_it_back():
+    from itsm_core.encoders.hybrid import Fusion, format_hybrid_spec
+
+    for fusion in (Fusion("weighted", 0.7, chosen_on="best ndcg@10 on validation"),
+                   Fusion("weighted", 0.0), Fusion("rrf", 0.5)):
+        spec = format_hybrid_spec("models/x/model", fusion)
+        dense, back = parse_hybrid_spec(spec)
+        assert dense == "models/x/model"
+        assert (back.method, back.weight) == (fusion.method, fusion.weight)
+    with pytest.raises(ItsmError, match="no spec form"):
+        format_hybrid_spec("minilm", Fusion("rrf", 0.3))
+
+
 @pytest.mark.weights
 def test_hybrid_is_built_around_a_built_dense_scorer():
     scorer = load_scorer("hybrid:minilm@0.6")

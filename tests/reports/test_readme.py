@@ -251,6 +251,12 @@ def test_rerank_table_renders_the_run_its_export_and_the_latency(tmp_path, monke
     assert "0.810 [0.760, 0.860]" in diag["re-ranked"] and "pass" in diag["re-ranked"]
     assert "0.600" in diag["retriever alone"] and "fail" in diag["retriever alone"]
     assert "gitbugs_hadoop test (unseen)" in md and "onnx int8" in md and "250" in md
+    assert "BM25 fusion" not in md  # the retriever is not a hybrid
+    meta["retriever_fusion"] = {"method": "weighted", "weight": 0.8,
+                                "chosen_on": "best ndcg@10 on validation (0.69)"}
+    (run / CE_META_FILE).write_text(json.dumps(meta))
+    assert ("BM25 fusion: weighted, dense weight 0.8 (best ndcg@10 on validation (0.69))"
+            in rt.rerank_table(run).markdown)
 
 
 def _finetune(tmp: Path, board: Path, name: str, base: str, target: np.ndarray,

@@ -68,6 +68,31 @@ def test_candidates_come_from_the_training_split_and_are_graded_by_labels(
     assert sum(len(d) for d in lists["docs"]) == len(rows)
 
 
+def test_a_hybrid_retriever_keeps_the_fusion_it_chose_for_later_passes(tmp_path):
+    from itsm_core.encoders.hybrid import Fusion
+    from itsm_core.encoders.rerank import CE_META_FILE, parse_rerank_spec
+    from itsm_core.training.rerank import _retriever_fusion, reranker_spec
+
+    class Chosen:  # a calibrated hybrid retriever
+        def __init__(self) -> None:
+            self.fusion = Fusion("weighted", 0.8, chosen_on="best ndcg@10 on validation")
+
+    fused = _retriever_fusion("hybrid:models/run/model", Chosen())
+    assert fused["retriever_calibrated"] == "hybrid:models/run/model@0.8"
+    assert fused["retriever_fusion"]["chosen_on"] == "best ndcg@10 on validation"
+    assert _retriever_fusion("models/run/model", Chosen()) == {}  # not a hybrid
+    run = tmp_path / "run"
+    run.mkdir()
+    meta = {"retriever": "hybrid:models/run/model", "k": 20, "weight": 0.5, **fused}
+    (run / CE_META_FILE).write_text(json.dumps(meta))
+    ce, retriever, k, w = parse_rerank_spec(reranker_spec(run))
+    assert (ce, retriever, k, w) == (str(run / "model"), "hybrid:models/run/model@0.8",
+                                     20, 0.5)
+    del meta["retriever_calibrated"]  # a run from before: the retriever as given
+    (run / CE_META_FILE).write_text(json.dumps(meta))
+    assert parse_rerank_spec(reranker_spec(run))[1] == "hybrid:models/run/model"
+
+
 @pytest.mark.weights
 def test_a_smoke_reranker_run_chooses_k_on_validation_and_evaluates_test(
         tiny_bundle, tiny_model, isolated_results):
