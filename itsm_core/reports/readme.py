@@ -487,6 +487,7 @@ def _fusion_sentence(fusion: dict[str, Any] | None) -> str:
     return (f" The retriever's BM25 fusion: {fusion['method']}, dense weight "
             f"{float(fusion['weight']):g} ({fusion['chosen_on']}).")
 
+
 def rerank_table(run_dir: str | Path | None = None) -> Table:
     """The newest finished re-ranker run (``make rerank``): k on validation, test and unseen
     paired differences to the retriever alone, INT8 agreement and the added latency."""
