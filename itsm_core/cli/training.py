@@ -124,6 +124,9 @@ def train_cmd(
     anchor_weight: Annotated[float | None, typer.Option(
         help="drift penalty against forgetting: weight of mean(1 - cos) between tuned and "
         "base embeddings of the anchors [recipe: 0 = off]")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing", help="recompute activations "
+        "in the backward pass: same result, far less memory, slower steps [recipe: off]")] = None,
     name: Annotated[str | None, typer.Option(help="run name")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="run directory")] = None,
     resume: Annotated[str | None, typer.Option(help="checkpoint to resume from")] = None,
@@ -142,7 +145,8 @@ def train_cmd(
         resume_from_checkpoint=resume, pairs=str(pairs) if pairs else None,
         curriculum=curriculum, use_negatives=negatives, label_aware=label_aware,
         matryoshka=matryoshka, guide=guide, precision=precision,
-        anchor_weight=anchor_weight, reuse=False if fresh else None).items() if v is not None}
+        anchor_weight=anchor_weight, gradient_checkpointing=gradient_checkpointing,
+        reuse=False if fresh else None).items() if v is not None}
     res = run_training(config_for_profile(profile, model=model, dataset=dataset,
                                           evaluate_test=evaluate_test, **overrides))
     out.print(f"{'reused finished run (same recipe)' if res.meta.get('reused') else 'run'} "

@@ -450,3 +450,88 @@ def test_a_negative_or_missing_anchor_weight_is_refused_before_any_model_loads()
     for bad in (-1.0, float("nan")):
         with pytest.raises(ItsmError, match="anchor weight"):
             build_loss(None, None, TrainConfig(anchor_weight=bad))
+
+
+def _tiny_encoder(kind: str) -> torch.nn.Module:
+    from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel
+
+    shape = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                 intermediate_size=64)
+    torch.manual_seed(0)
+    net = (MPNetModel(MPNetConfig(**shape)) if kind == "mpnet"
+           else BertModel(BertConfig(**shape)))
+    return net.train()  # dropout on: recomputation must replay the same masks
+
+
+def _grads_and_saved_bytes(net: torch.nn.Module) -> tuple[list[torch.Tensor], int]:
+    ids = torch.randint(5, 100, (4, 12))
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    torch.manual_seed(1)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    out.pow(2).sum().backward()
+    return [p.grad.clone() for p in net.parameters() if p.grad is not None], sum(saved)
+
+
+@pytest.mark.parametrize("kind,how", [("mpnet", "per-layer"), ("bert", "transformers")])
+def test_gradient_checkpointing_gives_the_same_gradients_for_less_saved_memory(kind, how):
+    """MPNet's transformers class declares no checkpointing support, so its encoder blocks
+    are wrapped one by one; BERT (MiniLM) uses the library's own switch. Either way the
+    gradients are those of a plain step and the graph keeps far fewer activations."""
+    import copy
+    import types
+
+    from itsm_core.training.finetune import enable_gradient_checkpointing
+
+    net = _tiny_encoder(kind)
+    plain = copy.deepcopy(net)
+    torch.manual_seed(2)
+    ids = torch.randint(5, 100, (4, 12))
+    assert enable_gradient_checkpointing([types.SimpleNamespace(auto_model=net)]) == how
+    torch.manual_seed(3)
+    ref_grads, ref_bytes = _grads_and_saved_bytes(plain)
+    torch.manual_seed(3)
+    grads, saved_bytes = _grads_and_saved_bytes(net)
+    assert len(grads) == len(ref_grads) > 0
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+    assert saved_bytes < 0.5 * ref_bytes, (saved_bytes, ref_bytes)
+    with torch.no_grad():  # inference is untouched
+        net.eval()
+        plain.eval()
+        torch.testing.assert_close(net(input_ids=ids).last_hidden_state,
+                                   plain(input_ids=ids).last_hidden_state)
+
+
+def test_gradient_checkpointing_finds_the_blocks_under_lora_and_refuses_other_networks():
+    import types
+
+    from peft import LoraConfig, get_peft_model
+
+    from itsm_core.training.finetune import _encoder_layers, enable_gradient_checkpointing
+
+    lora = get_peft_model(_tiny_encoder("mpnet"), LoraConfig(r=2, target_modules=["q", "v"]))
+    assert len(_encoder_layers(lora)) == 3
+    assert enable_gradient_checkpointing([types.SimpleNamespace(auto_model=lora)]) == \
+        "per-layer"
+    with pytest.raises(ItsmError, match="gradient checkpointing is not available") as err:
+        enable_gradient_checkpointing([types.SimpleNamespace(auto_model=torch.nn.Linear(2, 2))])
+    assert "--batch-size" in err.value.fix
+
+
+@pytest.mark.weights
+def test_checkpointed_smoke_run_records_how(tmp_path, tiny_bundle):
+    from itsm_core.training.finetune import run_training
+
+    cfg = config_for_profile("smoke", model="minilm", dataset="tiny", max_steps=2,
+                             gradient_checkpointing=True, wise_ft=None,
+                             output_dir=str(tmp_path / "run"))
+    res = run_training(cfg, incidents_path=tiny_bundle["incidents"])
+    assert res.meta["gradient_checkpointing"] == "transformers"
+    assert res.meta["train_config"]["gradient_checkpointing"] is True
+    assert res.meta["global_steps"] == 2
