@@ -457,6 +457,7 @@ def _checkpointed(forward):  # noqa: ANN001, ANN202 - wraps any module forward
             return forward(*args, **kwargs)
         return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
+    run.itsm_checkpointed = True
     return run
 
 
@@ -492,7 +493,8 @@ def enable_gradient_checkpointing(model) -> str:  # noqa: ANN001
             where="--gradient-checkpointing", fix="train without --gradient-checkpointing "
             "(or with a smaller --batch-size)")
     for layer in layers:
-        layer.forward = _checkpointed(layer.forward)
+        if not getattr(layer.forward, "itsm_checkpointed", False):  # once, not nested
+            layer.forward = _checkpointed(layer.forward)
     return "per-layer"
 
 

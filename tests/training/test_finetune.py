@@ -517,8 +517,12 @@ def test_gradient_checkpointing_finds_the_blocks_under_lora_and_refuses_other_ne
 
     lora = get_peft_model(_tiny_encoder("mpnet"), LoraConfig(r=2, target_modules=["q", "v"]))
     assert len(_encoder_layers(lora)) == 3
-    assert enable_gradient_checkpointing([types.SimpleNamespace(auto_model=lora)]) == \
-        "per-layer"
+    for _ in range(2):  # enabling twice wraps each block once
+        assert enable_gradient_checkpointing([types.SimpleNamespace(auto_model=lora)]) == \
+            "per-layer"
+    block = _encoder_layers(lora)[0]
+    assert block.forward.itsm_checkpointed and not getattr(
+        block.forward.__wrapped__, "itsm_checkpointed", False)
     with pytest.raises(ItsmError, match="gradient checkpointing is not available") as err:
         enable_gradient_checkpointing([types.SimpleNamespace(auto_model=torch.nn.Linear(2, 2))])
     assert "--batch-size" in err.value.fix
